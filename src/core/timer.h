@@ -1,0 +1,20 @@
+// Wall-clock timing for progress lines and benchmarks.
+#pragma once
+
+#include <chrono>
+
+namespace qaft {
+
+class Timer {
+ public:
+  Timer() : start_(std::chrono::steady_clock::now()) {}
+  void reset() { start_ = std::chrono::steady_clock::now(); }
+  double seconds() const {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace qaft
