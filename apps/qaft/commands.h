@@ -1,0 +1,20 @@
+// The CLI's verb groups. Each cmd_*.cpp registers its subcommand on the root app and sets `run`
+// to the action to execute when that subcommand is chosen. Actions return the process exit code.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <functional>
+
+namespace qaft::cli {
+
+using Action = std::function<int()>;
+
+// Exit codes shared by every command.
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitFailure = 1;   // the work failed (bad file, I/O)
+inline constexpr int kExitUsage = 2;     // bad command line
+
+void register_numerics(CLI::App& app, Action& run);
+
+}  // namespace qaft::cli
