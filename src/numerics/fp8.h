@@ -38,7 +38,21 @@ void fp8_decode_scaled(const uint8_t* codes, int64_t n, float scale, Fp8Format f
 // max |x[i]| over n elements; NaN if any element is NaN.
 float amax(const float* x, int64_t n);
 
+// Quantizes a row of n elements in consecutive tiles of `tile` elements (the last may be partial),
+// each with its own scale σ = scale_of(amax(tile)) (see ScaleRecipe): codes[i] = encode(x[i] / σ),
+// scales[t] = σ. One fused pass per tile (the tile stays in L1 between its amax and its encode).
+// scale_of: σ = max(amax, amax_floor) / fmax, rounded up to a power of two when pow2; NaN for a
+// non-finite amax; 1 for amax = floor = 0. Returns the number of tiles with a non-finite value.
+int64_t fp8_quantize_tiles(const float* x, int64_t n, int64_t tile, float amax_floor, bool pow2, Fp8Format f,
+                           uint8_t* codes, float* scales);
+
 namespace detail {
+int64_t fp8_quantize_tiles_scalar(const float* x, int64_t n, int64_t tile, float amax_floor, bool pow2,
+                                  Fp8Format f, uint8_t* codes, float* scales);
+int64_t fp8_quantize_tiles_avx512(const float* x, int64_t n, int64_t tile, float amax_floor, bool pow2,
+                                  Fp8Format f, uint8_t* codes, float* scales);
+// σ for one tile (shared by both implementations, and by ScaleRecipe's compute_scale).
+float fp8_tile_scale(float amax, float amax_floor, bool pow2, Fp8Format f);
 // The portable loops, exposed so tests can compare them with the vectorized ones.
 void fp8_encode_scaled_scalar(const float* x, int64_t n, float scale, Fp8Format f, Saturation sat,
                               uint8_t* out);

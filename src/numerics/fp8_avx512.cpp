@@ -14,6 +14,9 @@
 #define QAFT_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl")))
 
 namespace qaft::detail {
+
+QAFT_AVX512 float amax_avx512(const float* x, int64_t n);
+
 namespace {
 
 template <MinifloatSpec S>
@@ -113,6 +116,26 @@ QAFT_AVX512 void fp8_decode_scaled_avx512(const uint8_t* codes, int64_t n, float
                                           float* out) {
   if (f == Fp8Format::kE4M3) decode_loop<kE4M3Spec>(codes, n, scale, out);
   else decode_loop<kE5M2Spec>(codes, n, scale, out);
+}
+
+template <MinifloatSpec S>
+QAFT_AVX512 int64_t quantize_tiles(const float* x, int64_t n, int64_t tile, float amax_floor, bool pow2,
+                                   Fp8Format f, uint8_t* codes, float* scales) {
+  int64_t bad = 0;
+  for (int64_t t = 0, i = 0; i < n; ++t, i += tile) {
+    const int64_t w = n - i < tile ? n - i : tile;
+    const float s = fp8_tile_scale(amax_avx512(x + i, w), amax_floor, pow2, f);
+    bad += s != s;
+    scales[t] = s;
+    encode_loop<S>(x + i, w, s, Saturation::kSatFinite, codes + i);
+  }
+  return bad;
+}
+
+QAFT_AVX512 int64_t fp8_quantize_tiles_avx512(const float* x, int64_t n, int64_t tile, float amax_floor, bool pow2,
+                                              Fp8Format f, uint8_t* codes, float* scales) {
+  if (f == Fp8Format::kE4M3) return quantize_tiles<kE4M3Spec>(x, n, tile, amax_floor, pow2, f, codes, scales);
+  return quantize_tiles<kE5M2Spec>(x, n, tile, amax_floor, pow2, f, codes, scales);
 }
 
 QAFT_AVX512 float amax_avx512(const float* x, int64_t n) {

@@ -64,12 +64,8 @@ std::string ScaleRecipe::str() const {
 }
 
 float compute_scale(float amax_value, const ScaleRecipe& recipe) {
-  if (!std::isfinite(amax_value)) return NAN;
-  float a = std::max(amax_value, recipe.amax_floor);
-  if (a == 0.0f) return 1.0f;
-  float s = a / fp8_max(recipe.element);
-  if (recipe.scale_format == ScaleFormat::kUe8m0) s = pow2_ceil(s);
-  return s;
+  return detail::fp8_tile_scale(amax_value, recipe.amax_floor, recipe.scale_format == ScaleFormat::kUe8m0,
+                                recipe.element);
 }
 
 namespace {
@@ -81,41 +77,95 @@ void check_args(int64_t rows, int64_t cols, int64_t ld, const ScaleRecipe& recip
              "amax_floor must be finite and >= 0, got {}", recipe.amax_floor);
 }
 
-// Calls fn(block_row, block_col, r0, r1, c0, c1) for every scale block, in parallel.
-template <typename Fn>
-void for_each_block(int64_t rows, int64_t cols, const ScaleRecipe& recipe, Fn&& fn) {
-  const int64_t br = recipe.block_rows(rows), bc = recipe.block_cols(cols);
-  const int64_t sr = recipe.scale_rows(rows), sc = recipe.scale_cols(cols);
-  const int64_t nblocks = sr * sc;
-  const bool parallel = static_cast<int64_t>(rows) * cols >= (1 << 16);
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t b = 0; b < nblocks; ++b) {
-    const int64_t i = b / sc, j = b % sc;
-    fn(i, j, i * br, std::min(rows, (i + 1) * br), j * bc, std::min(cols, (j + 1) * bc));
+bool big(int64_t rows, int64_t cols) { return rows * cols >= (1 << 16); }
+
+// Scales of a recipe with a single block row (per-tensor, or a 128×128 recipe on ≤ 128 rows):
+// per-thread column-block amaxes over a share of the rows, merged. Returns the non-finite blocks.
+int64_t single_blockrow_scales(const float* x, int64_t rows, int64_t cols, int64_t ld, const ScaleRecipe& recipe,
+                               float* scales) {
+  const int64_t bc = recipe.block_cols(cols), sc = recipe.scale_cols(cols);
+  auto merge = [](float& m, float a) { m = (std::isnan(a) || std::isnan(m)) ? NAN : std::max(m, a); };
+  std::vector<float> amaxes(static_cast<size_t>(sc), 0.0f);
+#pragma omp parallel if (big(rows, cols))
+  {
+    std::vector<float> local(static_cast<size_t>(sc), 0.0f);
+#pragma omp for schedule(static) nowait
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t j = 0; j < sc; ++j) merge(local[static_cast<size_t>(j)], amax(x + r * ld + j * bc, std::min(bc, cols - j * bc)));
+#pragma omp critical
+    for (int64_t j = 0; j < sc; ++j) merge(amaxes[static_cast<size_t>(j)], local[static_cast<size_t>(j)]);
+  }
+  int64_t bad = 0;
+  for (int64_t j = 0; j < sc; ++j) {
+    scales[j] = compute_scale(amaxes[static_cast<size_t>(j)], recipe);
+    bad += std::isnan(scales[j]);
+  }
+  return bad;
+}
+
+// Encodes (and, when `out` is given, decodes again) every row with the scales already computed.
+void encode_rows(const float* x, int64_t rows, int64_t cols, int64_t ld, const ScaleRecipe& recipe,
+                 const float* scales, uint8_t* codes, float* out) {
+  const int64_t br = recipe.block_rows(rows), bc = recipe.block_cols(cols), sc = recipe.scale_cols(cols);
+#pragma omp parallel if (big(rows, cols))
+  {
+    std::vector<uint8_t> buf(codes ? 0 : static_cast<size_t>(cols));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      uint8_t* c = codes ? codes + r * cols : buf.data();
+      for (int64_t j = 0; j < sc; ++j) {
+        const float s = scales[(r / br) * sc + j];
+        const int64_t w = std::min(bc, cols - j * bc);
+        fp8_encode_scaled(x + r * ld + j * bc, w, s, recipe.element, Saturation::kSatFinite, c + j * bc);
+        if (out) fp8_decode_scaled(c + j * bc, w, s, recipe.element, out + r * cols + j * bc);
+      }
+    }
   }
 }
 
-float block_amax(const float* x, int64_t ld, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-  float m = 0.0f;
-  for (int64_t r = r0; r < r1; ++r) {
-    float a = amax(x + r * ld + c0, c1 - c0);
-    if (std::isnan(a)) return NAN;
-    m = std::max(m, a);
+// Recipes whose blocks span several rows: one block row at a time (parallel over block rows),
+// amax pass then encode pass while the block row is still in cache. A single block row
+// (per-tensor, or ≤ 128 rows) is parallelized over rows instead.
+int64_t quantize_multirow(const float* x, int64_t rows, int64_t cols, int64_t ld, const ScaleRecipe& recipe,
+                          float* scales, uint8_t* codes, float* out) {
+  const int64_t sr = recipe.scale_rows(rows);
+  if (sr == 1) {
+    const int64_t bad = single_blockrow_scales(x, rows, cols, ld, recipe, scales);
+    encode_rows(x, rows, cols, ld, recipe, scales, codes, out);
+    return bad;
   }
-  return m;
-}
-
-// Per-tensor amax, in parallel over rows.
-float tensor_amax(const float* x, int64_t rows, int64_t cols, int64_t ld) {
-  float m = 0.0f;
-  bool nan = false;
-#pragma omp parallel for reduction(max : m) reduction(|| : nan) if (rows * cols >= (1 << 16))
-  for (int64_t r = 0; r < rows; ++r) {
-    float a = amax(x + r * ld, cols);
-    if (std::isnan(a)) nan = true;
-    else m = std::max(m, a);
+  const int64_t br = recipe.block_rows(rows), bc = recipe.block_cols(cols), sc = recipe.scale_cols(cols);
+  int64_t bad = 0;
+#pragma omp parallel reduction(+ : bad) if (big(rows, cols))
+  {
+    std::vector<float> amaxes(static_cast<size_t>(sc));
+    std::vector<uint8_t> buf(codes ? 0 : static_cast<size_t>(cols));
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < sr; ++i) {
+      const int64_t r0 = i * br, r1 = std::min(rows, (i + 1) * br);
+      std::fill(amaxes.begin(), amaxes.end(), 0.0f);
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t j = 0; j < sc; ++j) {
+          const float a = amax(x + r * ld + j * bc, std::min(bc, cols - j * bc));
+          float& m = amaxes[static_cast<size_t>(j)];
+          m = (std::isnan(a) || std::isnan(m)) ? NAN : std::max(m, a);
+        }
+      for (int64_t j = 0; j < sc; ++j) {
+        scales[i * sc + j] = compute_scale(amaxes[static_cast<size_t>(j)], recipe);
+        bad += std::isnan(scales[i * sc + j]);
+      }
+      for (int64_t r = r0; r < r1; ++r) {
+        uint8_t* c = codes ? codes + r * cols : buf.data();
+        for (int64_t j = 0; j < sc; ++j) {
+          const float s = scales[i * sc + j];
+          const int64_t w = std::min(bc, cols - j * bc);
+          fp8_encode_scaled(x + r * ld + j * bc, w, s, recipe.element, Saturation::kSatFinite, c + j * bc);
+          if (out) fp8_decode_scaled(c + j * bc, w, s, recipe.element, out + r * cols + j * bc);
+        }
+      }
+    }
   }
-  return nan ? NAN : m;
+  return bad;
 }
 
 }  // namespace
@@ -123,44 +173,34 @@ float tensor_amax(const float* x, int64_t rows, int64_t cols, int64_t ld) {
 QuantizeStats quantize(const float* x, int64_t rows, int64_t cols, int64_t ld,
                        const ScaleRecipe& recipe, uint8_t* codes, float* scales) {
   check_args(rows, cols, ld, recipe);
-  const int64_t sc = recipe.scale_cols(cols);
   QuantizeStats stats;
-  stats.blocks = recipe.scale_rows(rows) * sc;
+  stats.blocks = recipe.scale_rows(rows) * recipe.scale_cols(cols);
   if (rows == 0 || cols == 0) return stats;
-  int64_t nonfinite = 0;
-
-  if (recipe.granularity == Granularity::kPerTensor) {
-    const float s = compute_scale(tensor_amax(x, rows, cols, ld), recipe);
-    scales[0] = s;
-    nonfinite = std::isnan(s);
-#pragma omp parallel for schedule(static) if (rows * cols >= (1 << 16))
+  if (recipe.block_rows(rows) == 1 && recipe.granularity != Granularity::kPerTensor) {
+    // Row tiles: one fused amax + encode pass per tile.
+    const int64_t bc = recipe.block_cols(cols), sc = recipe.scale_cols(cols);
+    const bool pow2 = recipe.scale_format == ScaleFormat::kUe8m0;
+    int64_t bad = 0;
+#pragma omp parallel for schedule(static) reduction(+ : bad) if (big(rows, cols))
     for (int64_t r = 0; r < rows; ++r)
-      fp8_encode_scaled(x + r * ld, cols, s, recipe.element, Saturation::kSatFinite, codes + r * cols);
-  } else {
-    std::vector<uint8_t> bad(static_cast<size_t>(stats.blocks), 0);
-    for_each_block(rows, cols, recipe, [&](int64_t i, int64_t j, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-      const float s = compute_scale(block_amax(x, ld, r0, r1, c0, c1), recipe);
-      scales[i * sc + j] = s;
-      bad[static_cast<size_t>(i * sc + j)] = std::isnan(s);
-      for (int64_t r = r0; r < r1; ++r)
-        fp8_encode_scaled(x + r * ld + c0, c1 - c0, s, recipe.element, Saturation::kSatFinite,
-                          codes + r * cols + c0);
-    });
-    for (uint8_t b : bad) nonfinite += b;
+      bad += fp8_quantize_tiles(x + r * ld, cols, bc, recipe.amax_floor, pow2, recipe.element, codes + r * cols,
+                                scales + r * sc);
+    stats.nonfinite_blocks = bad;
+    return stats;
   }
-  stats.nonfinite_blocks = nonfinite;
+  stats.nonfinite_blocks = quantize_multirow(x, rows, cols, ld, recipe, scales, codes, nullptr);
   return stats;
 }
 
 void dequantize(const uint8_t* codes, const float* scales, int64_t rows, int64_t cols,
                 const ScaleRecipe& recipe, float* out) {
   check_args(rows, cols, cols, recipe);
-  const int64_t sc = recipe.scale_cols(cols);
-  for_each_block(rows, cols, recipe, [&](int64_t i, int64_t j, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-    const float s = scales[i * sc + j];
-    for (int64_t r = r0; r < r1; ++r)
-      fp8_decode_scaled(codes + r * cols + c0, c1 - c0, s, recipe.element, out + r * cols + c0);
-  });
+  const int64_t br = recipe.block_rows(rows), bc = recipe.block_cols(cols), sc = recipe.scale_cols(cols);
+#pragma omp parallel for schedule(static) if (big(rows, cols))
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < sc; ++j)
+      fp8_decode_scaled(codes + r * cols + j * bc, std::min(bc, cols - j * bc), scales[(r / br) * sc + j],
+                        recipe.element, out + r * cols + j * bc);
 }
 
 QuantizeStats fake_quantize(const float* x, int64_t rows, int64_t cols, const ScaleRecipe& recipe,
@@ -169,35 +209,28 @@ QuantizeStats fake_quantize(const float* x, int64_t rows, int64_t cols, const Sc
   QuantizeStats stats;
   stats.blocks = recipe.scale_rows(rows) * recipe.scale_cols(cols);
   if (rows == 0 || cols == 0) return stats;
-  if (recipe.granularity == Granularity::kPerTensor) {
-    const float s = compute_scale(tensor_amax(x, rows, cols, cols), recipe);
-    stats.nonfinite_blocks = std::isnan(s);
-#pragma omp parallel if (rows * cols >= (1 << 16))
+  const int64_t bc = recipe.block_cols(cols), sc = recipe.scale_cols(cols);
+  if (recipe.block_rows(rows) == 1 && recipe.granularity != Granularity::kPerTensor) {
+    const bool pow2 = recipe.scale_format == ScaleFormat::kUe8m0;
+    int64_t bad = 0;
+#pragma omp parallel reduction(+ : bad) if (big(rows, cols))
     {
-      std::vector<uint8_t> buf(static_cast<size_t>(cols));
+      std::vector<uint8_t> codes(static_cast<size_t>(cols));
+      std::vector<float> scales(static_cast<size_t>(sc));
 #pragma omp for schedule(static)
       for (int64_t r = 0; r < rows; ++r) {
-        fp8_encode_scaled(x + r * cols, cols, s, recipe.element, Saturation::kSatFinite, buf.data());
-        fp8_decode_scaled(buf.data(), cols, s, recipe.element, out + r * cols);
+        bad += fp8_quantize_tiles(x + r * cols, cols, bc, recipe.amax_floor, pow2, recipe.element, codes.data(),
+                                  scales.data());
+        for (int64_t j = 0; j < sc; ++j)
+          fp8_decode_scaled(codes.data() + j * bc, std::min(bc, cols - j * bc), scales[static_cast<size_t>(j)],
+                            recipe.element, out + r * cols + j * bc);
       }
     }
+    stats.nonfinite_blocks = bad;
     return stats;
   }
-  std::vector<uint8_t> bad(static_cast<size_t>(stats.blocks), 0);
-  const int64_t sc = recipe.scale_cols(cols);
-  for_each_block(rows, cols, recipe, [&](int64_t i, int64_t j, int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
-    const float s = compute_scale(block_amax(x, cols, r0, r1, c0, c1), recipe);
-    bad[static_cast<size_t>(i * sc + j)] = std::isnan(s);
-    uint8_t buf[128];
-    for (int64_t r = r0; r < r1; ++r) {
-      for (int64_t c = c0; c < c1; c += 128) {
-        const int64_t w = std::min<int64_t>(128, c1 - c);
-        fp8_encode_scaled(x + r * cols + c, w, s, recipe.element, Saturation::kSatFinite, buf);
-        fp8_decode_scaled(buf, w, s, recipe.element, out + r * cols + c);
-      }
-    }
-  });
-  for (uint8_t b : bad) stats.nonfinite_blocks += b;
+  std::vector<float> scales(static_cast<size_t>(stats.blocks));
+  stats.nonfinite_blocks = quantize_multirow(x, rows, cols, cols, recipe, scales.data(), nullptr, out);
   return stats;
 }
 
