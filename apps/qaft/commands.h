@@ -16,5 +16,7 @@ inline constexpr int kExitFailure = 1;   // the work failed (bad file, I/O)
 inline constexpr int kExitUsage = 2;     // bad command line
 
 void register_numerics(CLI::App& app, Action& run);
+void register_tokenizer(CLI::App& app, Action& run);
+void register_model(CLI::App& app, Action& run);  // inspect, logits, generate
 
 }  // namespace qaft::cli

@@ -17,6 +17,8 @@ int main(int argc, char** argv) {
 
   qaft::cli::Action run;
   qaft::cli::register_numerics(app, run);
+  qaft::cli::register_tokenizer(app, run);
+  qaft::cli::register_model(app, run);
 
   try {
     app.parse(argc, argv);
