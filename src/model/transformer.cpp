@@ -76,7 +76,6 @@ void Transformer<T>::check_batch(const Batch& b) const {
 template <typename T>
 void Transformer<T>::run_layers(const Batch& b, std::vector<T>& h) {
   const int64_t N = b.B * b.T, C = config_.hidden_size;
-  const T eps = static_cast<T>(config_.rms_norm_eps);
   auto sz = [](int64_t n) { return static_cast<size_t>(n); };
   positions_.resize(sz(N));
   for (int64_t i = 0; i < N; ++i) positions_[sz(i)] = b.positions ? b.positions[i] : static_cast<int32_t>(i % b.T);
@@ -87,23 +86,50 @@ void Transformer<T>::run_layers(const Batch& b, std::vector<T>& h) {
 
   h.resize(sz(N * C));
   embedding_forward(b.ids, N, params_->get("model.embed_tokens.weight"), config_.vocab_size, C, h.data());
-  std::vector<T> out(sz(N * C));
+  std::vector<T> scratch(sz(N * C));
   for (auto& L : layers_) {
-    L->x_in = h;
-    L->xn1.resize(sz(N * C));
-    L->rstd1.resize(sz(N));
-    rmsnorm_forward(h.data(), L->norm1, N, C, C, eps, L->xn1.data(), L->rstd1.data());
-    if (config_.attention == AttentionKind::kMla) mla_forward(L->mla, config_, L->xn1.data(), seq, inv_freq_, out.data(), L->mla_saved);
-    else gqa_forward(L->gqa, config_, L->xn1.data(), seq, inv_freq_, out.data(), L->gqa_saved);
-    for (int64_t i = 0; i < N * C; ++i) h[sz(i)] += out[sz(i)];
-    L->mid = h;
-    L->xn2.resize(sz(N * C));
-    L->rstd2.resize(sz(N));
-    rmsnorm_forward(h.data(), L->norm2, N, C, C, eps, L->xn2.data(), L->rstd2.data());
-    if (L->moe) moe_forward(L->moe_ref, config_, L->xn2.data(), N, out.data(), L->moe_saved);
-    else mlp_forward(L->mlp, L->xn2.data(), N, out.data(), L->mlp_saved);
-    for (int64_t i = 0; i < N * C; ++i) h[sz(i)] += out[sz(i)];
+    forward_layer(*L, seq, h, scratch);
+    if (recompute_) release(*L);
   }
+}
+
+template <typename T>
+void Transformer<T>::forward_layer(Layer& L, const SequenceInfo& seq, std::vector<T>& h, std::vector<T>& out) {
+  const int64_t N = seq.B * seq.T, C = config_.hidden_size;
+  const T eps = static_cast<T>(config_.rms_norm_eps);
+  auto sz = [](int64_t n) { return static_cast<size_t>(n); };
+  L.x_in = h;
+  L.xn1.resize(sz(N * C));
+  L.rstd1.resize(sz(N));
+  rmsnorm_forward(h.data(), L.norm1, N, C, C, eps, L.xn1.data(), L.rstd1.data());
+  if (config_.attention == AttentionKind::kMla) mla_forward(L.mla, config_, L.xn1.data(), seq, inv_freq_, out.data(), L.mla_saved);
+  else gqa_forward(L.gqa, config_, L.xn1.data(), seq, inv_freq_, out.data(), L.gqa_saved);
+  for (int64_t i = 0; i < N * C; ++i) h[sz(i)] += out[sz(i)];
+  L.mid = h;
+  L.xn2.resize(sz(N * C));
+  L.rstd2.resize(sz(N));
+  rmsnorm_forward(h.data(), L.norm2, N, C, C, eps, L.xn2.data(), L.rstd2.data());
+  if (L.moe) moe_forward(L.moe_ref, config_, L.xn2.data(), N, out.data(), L.moe_saved);
+  else mlp_forward(L.mlp, L.xn2.data(), N, out.data(), L.mlp_saved);
+  for (int64_t i = 0; i < N * C; ++i) h[sz(i)] += out[sz(i)];
+}
+
+template <typename T>
+void Transformer<T>::release(Layer& L) {
+  auto x_in = std::move(L.x_in);
+  Layer fresh;
+  fresh.index = L.index;
+  fresh.moe = L.moe;
+  fresh.norm1 = L.norm1;
+  fresh.norm2 = L.norm2;
+  fresh.dnorm1 = L.dnorm1;
+  fresh.dnorm2 = L.dnorm2;
+  fresh.mla = L.mla;
+  fresh.gqa = L.gqa;
+  fresh.mlp = L.mlp;
+  fresh.moe_ref = L.moe_ref;
+  fresh.x_in = std::move(x_in);
+  L = std::move(fresh);
 }
 
 template <typename T>
@@ -150,9 +176,14 @@ void Transformer<T>::backward(T grad_scale) {
   rmsnorm_backward(dfinal.data(), final_in_.data(), params_->get("model.norm.weight"), final_rstd_.data(), N, C, C,
                    dh.data(), grads_->get("model.norm.weight"));
 
-  std::vector<T> dxn(sz(N * C)), dnorm_in(sz(N * C));
+  std::vector<T> dxn(sz(N * C)), dnorm_in(sz(N * C)), h_re, scratch;
   for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) {
     Layer& L = **it;
+    if (recompute_) {  // regenerate this layer's activations from its saved input
+      h_re = L.x_in;
+      scratch.resize(sz(N * C));
+      forward_layer(L, seq, h_re, scratch);
+    }
     // FFN block: h = mid + ffn(norm2(mid)).
     if (L.moe) moe_backward(L.moe_ref, config_, dh.data(), L.xn2.data(), N, L.moe_saved, dxn.data());
     else mlp_backward(L.mlp, dh.data(), L.xn2.data(), N, L.mlp_saved, dxn.data(), false);
@@ -163,6 +194,7 @@ void Transformer<T>::backward(T grad_scale) {
     else gqa_backward(L.gqa, config_, dh.data(), L.xn1.data(), seq, inv_freq_, L.gqa_saved, dxn.data());
     rmsnorm_backward(dxn.data(), L.x_in.data(), L.norm1, L.rstd1.data(), N, C, C, dnorm_in.data(), L.dnorm1);
     for (int64_t i = 0; i < N * C; ++i) dh[sz(i)] += dnorm_in[sz(i)];
+    if (recompute_) release(L);
   }
   embedding_backward(b.ids, N, dh.data(), config_.vocab_size, C, grads_->get("model.embed_tokens.weight"));
 }
@@ -187,6 +219,24 @@ std::vector<std::vector<int64_t>> Transformer<T>::expert_load() const {
     load.push_back(std::move(l));
   }
   return load;
+}
+
+template <typename T>
+int64_t Transformer<T>::saved_activation_bytes() const {
+  int64_t n = 0;
+  auto add = [&](const auto& v) { n += static_cast<int64_t>(v.size() * sizeof(v[0])); };
+  for (const auto& L : layers_) {
+    for (const auto* v : {&L->x_in, &L->xn1, &L->rstd1, &L->mid, &L->xn2, &L->rstd2}) add(*v);
+    const auto& m = L->mla_saved;
+    for (const auto* v : {&m.qa, &m.qa_n, &m.qa_rstd, &m.Q, &m.kv_a, &m.lat, &m.lat_n, &m.lat_rstd, &m.K, &m.V, &m.O, &m.lse}) add(*v);
+    const auto& g = L->gqa_saved;
+    for (const auto* v : {&g.q_raw, &g.k_raw, &g.q_rstd, &g.k_rstd, &g.q, &g.k, &g.v, &g.O, &g.lse}) add(*v);
+    for (const auto* v : {&L->mlp_saved.g, &L->mlp_saved.u, &L->mlp_saved.h}) add(*v);
+    const auto& e = L->moe_saved;
+    for (const auto* v : {&e.scores, &e.w, &e.xp, &e.g, &e.u, &e.h, &e.yp, &e.shared_out, &e.shared_gate_logit,
+                          &e.shared.g, &e.shared.u, &e.shared.h}) add(*v);
+  }
+  return n;
 }
 
 template class Transformer<float>;

@@ -48,6 +48,13 @@ class Transformer {
   // Logits of every position [B, T, V] (no activations kept).
   void logits(const Batch& batch, T* out);
 
+  // Per-layer recompute (activation checkpointing): forward keeps only each layer's input; backward
+  // re-runs the layer's forward just before its backward. Same gradients, bit for bit; the saved
+  // activations of one layer instead of all of them.
+  void set_recompute(bool on) { recompute_ = on; }
+  // Bytes of activations currently held for backward (for the memory plan and its tests).
+  int64_t saved_activation_bytes() const;
+
   const ModelConfig& config() const { return config_; }
   // Expert load of the last forward: [num_layers][E] tokens routed (empty for dense layers).
   std::vector<std::vector<int64_t>> expert_load() const;
@@ -55,6 +62,9 @@ class Transformer {
  private:
   struct Layer;
   void run_layers(const Batch& batch, std::vector<T>& h);
+  // One decoder block: h [N, C] in, h out; fills the layer's saved activations.
+  void forward_layer(Layer& layer, const SequenceInfo& seq, std::vector<T>& h, std::vector<T>& scratch);
+  static void release(Layer& layer);  // frees a layer's saved activations (keeps x_in)
   void check_batch(const Batch& batch) const;
 
   ModelConfig config_;
@@ -62,6 +72,7 @@ class Transformer {
   ParamStore<T>* grads_;
   std::vector<double> inv_freq_;
   std::vector<std::unique_ptr<Layer>> layers_;
+  bool recompute_ = false;
   // Saved from the last forward.
   Batch batch_;
   std::vector<int32_t> positions_;   // [N]

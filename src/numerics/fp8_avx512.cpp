@@ -26,24 +26,20 @@ QAFT_AVX512 inline __m128i encode16(__m512 v, Saturation sat) {
   const __m512i abs = _mm512_and_si512(bits, _mm512_set1_epi32(0x7FFFFFFF));
   const __mmask16 is_nan = _mm512_cmpgt_epi32_mask(abs, _mm512_set1_epi32(0x7F800000));
 
-  // Normal results: exponent re-biased, mantissa rounded to nearest even (inf lands above max).
-  const __m512i texp = _mm512_sub_epi32(_mm512_srli_epi32(abs, 23), _mm512_set1_epi32(127 - S.bias));
-  const __mmask16 is_normal = _mm512_cmpge_epi32_mask(texp, _mm512_set1_epi32(1));
+  // Normal results (|x| ≥ 2^(1-B)): round the fp32 bits to nearest even at the code's last
+  // mantissa bit by adding (half − 1) + that bit, shift, and re-bias the exponent. A carry out of
+  // the mantissa bumps the exponent, and anything above max finite (inf included) is caught below.
   constexpr int kDrop = 23 - S.man_bits;
-  __m512i mag_n = _mm512_or_si512(
-      _mm512_slli_epi32(texp, S.man_bits),
-      _mm512_srli_epi32(_mm512_and_si512(abs, _mm512_set1_epi32(0x7FFFFF)), kDrop));
-  const __m512i rest = _mm512_and_si512(abs, _mm512_set1_epi32((1 << kDrop) - 1));
-  const __m512i half = _mm512_set1_epi32(1 << (kDrop - 1));
-  const __mmask16 odd = _mm512_test_epi32_mask(mag_n, _mm512_set1_epi32(1));
-  const __mmask16 up = _mm512_cmpgt_epi32_mask(rest, half) | (_mm512_cmpeq_epi32_mask(rest, half) & odd);
-  mag_n = _mm512_mask_add_epi32(mag_n, up, mag_n, _mm512_set1_epi32(1));
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(abs, kDrop), _mm512_set1_epi32(1));
+  const __m512i rounded = _mm512_add_epi32(abs, _mm512_add_epi32(lsb, _mm512_set1_epi32((1 << (kDrop - 1)) - 1)));
+  const __m512i mag_n = _mm512_sub_epi32(_mm512_srli_epi32(rounded, kDrop),
+                                         _mm512_set1_epi32((127 - S.bias) << S.man_bits));
+  const __mmask16 is_normal = _mm512_cmpge_epi32_mask(abs, _mm512_set1_epi32((128 - S.bias) << 23));
 
-  // Subnormal results: |x| * 2^(B-1+M) rounded half-to-even (exact product for these magnitudes).
+  // Subnormal results: |x| · 2^(B-1+M) (exact) rounded half-to-even to an integer.
   const __m512 scaled = _mm512_mul_ps(_mm512_castsi512_ps(abs),
                                       _mm512_set1_ps(static_cast<float>(1 << (S.bias - 1 + S.man_bits))));
-  const __m512i mag_s = _mm512_cvtps_epi32(
-      _mm512_roundscale_ps(scaled, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  const __m512i mag_s = _mm512_cvt_roundps_epi32(scaled, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 
   __m512i mag = _mm512_mask_blend_epi32(is_normal, mag_s, mag_n);
   const __mmask16 over = _mm512_cmpgt_epu32_mask(mag, _mm512_set1_epi32(S.max_finite_code()));

@@ -83,3 +83,21 @@ TEST_P(ModelGrad, BackwardMatchesFiniteDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(Families, ModelGrad, ::testing::ValuesIn(test::tiny_model_configs()),
                          [](const auto& info) { return info.param.first; });
+
+TEST(Recompute, GivesTheSameGradientsBitForBitWithLessSavedMemory) {
+  for (auto& [name, json] : test::tiny_model_configs()) {
+    const ModelConfig c = model_config_from_json(json, name);
+    ParamStore<float> params(model_param_specs(c)), g1(model_param_specs(c)), g2(model_param_specs(c));
+    init_params_random(params, 12, 0.2, true);
+    const Probe p = make_batch(c, 9);
+    Batch b{p.B, p.T, p.ids.data(), p.targets.data(), p.weights.data(), nullptr, nullptr};
+    Transformer<float> plain(c, &params, &g1), ckpt(c, &params, &g2);
+    ckpt.set_recompute(true);
+    const double l1 = plain.forward(b).loss_sum, l2 = ckpt.forward(b).loss_sum;
+    EXPECT_EQ(l1, l2) << name;
+    EXPECT_LT(ckpt.saved_activation_bytes() * 3, plain.saved_activation_bytes()) << name;
+    plain.backward(1.0f);
+    ckpt.backward(1.0f);
+    for (int64_t i = 0; i < g1.size(); ++i) ASSERT_EQ(g1.data()[i], g2.data()[i]) << name << " element " << i;
+  }
+}
