@@ -18,5 +18,6 @@ inline constexpr int kExitUsage = 2;     // bad command line
 void register_numerics(CLI::App& app, Action& run);
 void register_tokenizer(CLI::App& app, Action& run);
 void register_model(CLI::App& app, Action& run);  // inspect, logits, generate
+void register_dataset(CLI::App& app, Action& run);  // validate
 
 }  // namespace qaft::cli
