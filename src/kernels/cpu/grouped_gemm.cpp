@@ -46,11 +46,12 @@ struct View {
 };
 
 // One work item: C[m, n] = beta·C + alpha · a[m, k] · b[k, n] (beta = 1 for accumulation).
-// `a` is read in place: either row-major (cs = 1, the activations of grouped_gemm) or column-major
+// `a` is read in place: row-major (a_rows: cs = 1, the activations of grouped_gemm) or column-major
 // (rs = 1, dYᵀ of the weight gradient); `b` is packed into NR-wide panels per kKc block.
 template <typename T>
 struct Job {
   View<T> a, b;
+  bool a_rows;
   T* c;
   int64_t ldc;
   int64_t m, n, k;
@@ -124,10 +125,12 @@ QAFT_AVX512_KERNEL inline void pack_avx512(const float* src, int64_t s_outer, in
   static_assert(P % 16 == 0);
   if (s_k != 1 || s_outer == 1) return pack_portable<float, P>(src, s_outer, s_k, rows, kc, dst);
   for (int64_t p0 = 0; p0 < rows; p0 += P)
-    for (int64_t l0 = 0; l0 < P; l0 += 16)
+    for (int64_t l0 = 0; l0 < P; l0 += 16) {
+      const int64_t left = rows - p0 - l0;  // ≤ 0: a padding block of zeros, src is not read
+      const float* s = left > 0 ? src + (p0 + l0) * s_outer : src;
       for (int64_t k0 = 0; k0 < kc; k0 += 16)
-        transpose_pack16(src + (p0 + l0) * s_outer + k0, s_outer, std::max<int64_t>(0, rows - p0 - l0),
-                         kc - k0, dst + p0 * kc + k0 * P + l0, P);
+        transpose_pack16(s + k0, s_outer, std::max<int64_t>(0, left), kc - k0, dst + p0 * kc + k0 * P + l0, P);
+    }
 }
 
 // c[mr, nr] += alpha · Σ_k a(i, k) · b[k, j]; b is a packed panel, a is read in place (row-major
@@ -164,7 +167,7 @@ QAFT_INLINE void run_job(const Job<T>& job, T* bbuf, T* ascratch) {
     else if (job.beta != T(1))
       for (int64_t j = 0; j < job.n; ++j) c[j] *= job.beta;
   }
-  const bool row_a = job.a.cs == 1;
+  const bool row_a = job.a_rows;
   for (int64_t k0 = 0; k0 < job.k; k0 += kKc) {
     const int64_t kc = std::min(kKc, job.k - k0);
     if constexpr (kAvx512 && std::is_same_v<T, float>)
@@ -286,6 +289,7 @@ void grouped_gemm(Trans tb, int64_t groups, const int64_t* offsets, int64_t N, i
     const T* wg = W + it.g * w_stride;
     return Job<T>{{A + row * lda, lda, 1},
                   {wg + it.n0 * b_cs, b_rs, b_cs},
+                  true,
                   C + row * ldc + it.n0,
                   ldc,
                   it.m1 - it.m0,
@@ -317,6 +321,7 @@ void grouped_gemm_weight_grad(int64_t groups, const int64_t* offsets, int64_t N,
     const int64_t row = offsets[it.g];
     return Job<T>{{dY + row * ldy + it.m0, 1, ldy},
                   {X + row * ldx + it.n0, ldx, 1},
+                  false,
                   dW + it.g * w_stride + it.m0 * K + it.n0,
                   K,
                   it.m1 - it.m0,
