@@ -153,9 +153,9 @@ int run_logits(const std::string& dir, const std::string& ids_text, const std::s
   SafetensorsWriter w;
   w.add("logits", DType::kF32, {1, static_cast<int64_t>(ids.size()), m.config.vocab_size}, logits.data(),
         logits.size() * sizeof(float));
+  const float loss_f32 = static_cast<float>(loss);  // must outlive w.write(): the writer does not copy
   if (!targets.empty()) {
-    const float l = static_cast<float>(loss);
-    w.add("loss", DType::kF32, {}, &l, sizeof(float));
+    w.add("loss", DType::kF32, {}, &loss_f32, sizeof(float));
     fmt::print("loss {:.6f}\n", loss);
   }
   w.set_metadata("model", dir);
