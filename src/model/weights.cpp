@@ -328,6 +328,9 @@ void init_params_random(ParamStore<T>& params, uint64_t seed, double std, bool r
     const bool is_norm = spec.shape.size() == 1 && spec.name.find("norm") != std::string::npos;
     const bool is_bias = spec.name.ends_with(".bias");
     const bool is_router_bias = spec.name.ends_with("e_score_correction_bias");
+    // Counter-based RNG: element i's value depends only on (seed, stream, i), so this loop is
+    // parallel and gives the same values for any thread count.
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
     for (int64_t i = 0; i < n; ++i) {
       if (is_norm) p[i] = T(1);
       else if (is_router_bias) p[i] = random_router_bias ? static_cast<T>(std * rng.normal(static_cast<uint64_t>(i))) : T(0);
