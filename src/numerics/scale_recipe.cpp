@@ -79,21 +79,23 @@ void check_args(int64_t rows, int64_t cols, int64_t ld, const ScaleRecipe& recip
 
 bool big(int64_t rows, int64_t cols) { return rows * cols >= (1 << 16); }
 
+// Merges one amax into a running maximum; NaN is sticky.
+inline void merge_amax(float& m, float a) { m = (std::isnan(a) || std::isnan(m)) ? NAN : std::max(m, a); }
+
 // Scales of a recipe with a single block row (per-tensor, or a 128×128 recipe on ≤ 128 rows):
 // per-thread column-block amaxes over a share of the rows, merged. Returns the non-finite blocks.
 int64_t single_blockrow_scales(const float* x, int64_t rows, int64_t cols, int64_t ld, const ScaleRecipe& recipe,
                                float* scales) {
   const int64_t bc = recipe.block_cols(cols), sc = recipe.scale_cols(cols);
-  auto merge = [](float& m, float a) { m = (std::isnan(a) || std::isnan(m)) ? NAN : std::max(m, a); };
   std::vector<float> amaxes(static_cast<size_t>(sc), 0.0f);
 #pragma omp parallel if (big(rows, cols))
   {
     std::vector<float> local(static_cast<size_t>(sc), 0.0f);
 #pragma omp for schedule(static) nowait
     for (int64_t r = 0; r < rows; ++r)
-      for (int64_t j = 0; j < sc; ++j) merge(local[static_cast<size_t>(j)], amax(x + r * ld + j * bc, std::min(bc, cols - j * bc)));
+      for (int64_t j = 0; j < sc; ++j) merge_amax(local[static_cast<size_t>(j)], amax(x + r * ld + j * bc, std::min(bc, cols - j * bc)));
 #pragma omp critical
-    for (int64_t j = 0; j < sc; ++j) merge(amaxes[static_cast<size_t>(j)], local[static_cast<size_t>(j)]);
+    for (int64_t j = 0; j < sc; ++j) merge_amax(amaxes[static_cast<size_t>(j)], local[static_cast<size_t>(j)]);
   }
   int64_t bad = 0;
   for (int64_t j = 0; j < sc; ++j) {
@@ -103,23 +105,15 @@ int64_t single_blockrow_scales(const float* x, int64_t rows, int64_t cols, int64
   return bad;
 }
 
-// Encodes (and, when `out` is given, decodes again) every row with the scales already computed.
-void encode_rows(const float* x, int64_t rows, int64_t cols, int64_t ld, const ScaleRecipe& recipe,
-                 const float* scales, uint8_t* codes, float* out) {
-  const int64_t br = recipe.block_rows(rows), bc = recipe.block_cols(cols), sc = recipe.scale_cols(cols);
-#pragma omp parallel if (big(rows, cols))
-  {
-    std::vector<uint8_t> buf(codes ? 0 : static_cast<size_t>(cols));
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      uint8_t* c = codes ? codes + r * cols : buf.data();
-      for (int64_t j = 0; j < sc; ++j) {
-        const float s = scales[(r / br) * sc + j];
-        const int64_t w = std::min(bc, cols - j * bc);
-        fp8_encode_scaled(x + r * ld + j * bc, w, s, recipe.element, Saturation::kSatFinite, c + j * bc);
-        if (out) fp8_decode_scaled(c + j * bc, w, s, recipe.element, out + r * cols + j * bc);
-      }
-    }
+// Encodes row r (and, when `out` is given, decodes it again) with its block row's scales
+// (`row_scales` [scale_cols]). `codes_row` receives the row's codes.
+void encode_row(const float* x_row, int64_t r, int64_t cols, const ScaleRecipe& recipe, const float* row_scales,
+                uint8_t* codes_row, float* out) {
+  const int64_t bc = recipe.block_cols(cols), sc = recipe.scale_cols(cols);
+  for (int64_t j = 0; j < sc; ++j) {
+    const int64_t w = std::min(bc, cols - j * bc);
+    fp8_encode_scaled(x_row + j * bc, w, row_scales[j], recipe.element, Saturation::kSatFinite, codes_row + j * bc);
+    if (out) fp8_decode_scaled(codes_row + j * bc, w, row_scales[j], recipe.element, out + r * cols + j * bc);
   }
 }
 
@@ -131,7 +125,13 @@ int64_t quantize_multirow(const float* x, int64_t rows, int64_t cols, int64_t ld
   const int64_t sr = recipe.scale_rows(rows);
   if (sr == 1) {
     const int64_t bad = single_blockrow_scales(x, rows, cols, ld, recipe, scales);
-    encode_rows(x, rows, cols, ld, recipe, scales, codes, out);
+#pragma omp parallel if (big(rows, cols))
+    {
+      std::vector<uint8_t> buf(codes ? 0 : static_cast<size_t>(cols));
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < rows; ++r)
+        encode_row(x + r * ld, r, cols, recipe, scales, codes ? codes + r * cols : buf.data(), out);
+    }
     return bad;
   }
   const int64_t br = recipe.block_rows(rows), bc = recipe.block_cols(cols), sc = recipe.scale_cols(cols);
@@ -145,24 +145,13 @@ int64_t quantize_multirow(const float* x, int64_t rows, int64_t cols, int64_t ld
       const int64_t r0 = i * br, r1 = std::min(rows, (i + 1) * br);
       std::fill(amaxes.begin(), amaxes.end(), 0.0f);
       for (int64_t r = r0; r < r1; ++r)
-        for (int64_t j = 0; j < sc; ++j) {
-          const float a = amax(x + r * ld + j * bc, std::min(bc, cols - j * bc));
-          float& m = amaxes[static_cast<size_t>(j)];
-          m = (std::isnan(a) || std::isnan(m)) ? NAN : std::max(m, a);
-        }
+        for (int64_t j = 0; j < sc; ++j) merge_amax(amaxes[static_cast<size_t>(j)], amax(x + r * ld + j * bc, std::min(bc, cols - j * bc)));
       for (int64_t j = 0; j < sc; ++j) {
         scales[i * sc + j] = compute_scale(amaxes[static_cast<size_t>(j)], recipe);
         bad += std::isnan(scales[i * sc + j]);
       }
-      for (int64_t r = r0; r < r1; ++r) {
-        uint8_t* c = codes ? codes + r * cols : buf.data();
-        for (int64_t j = 0; j < sc; ++j) {
-          const float s = scales[i * sc + j];
-          const int64_t w = std::min(bc, cols - j * bc);
-          fp8_encode_scaled(x + r * ld + j * bc, w, s, recipe.element, Saturation::kSatFinite, c + j * bc);
-          if (out) fp8_decode_scaled(c + j * bc, w, s, recipe.element, out + r * cols + j * bc);
-        }
-      }
+      for (int64_t r = r0; r < r1; ++r)
+        encode_row(x + r * ld, r, cols, recipe, scales + i * sc, codes ? codes + r * cols : buf.data(), out);
     }
   }
   return bad;
