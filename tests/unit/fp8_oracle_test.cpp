@@ -30,40 +30,38 @@ std::vector<float> all_bf16_values() {
 }
 }  // namespace
 
-TEST(CudaOracle, Fp8EncodeEveryFp16Pattern) {
+// Every 16-bit input pattern: qaft's scalar and bulk encoders against NVIDIA's conversion of the
+// same raw pattern (want(h, sat, fmt)), for both formats and both saturation modes.
+template <typename Want>
+void check_every_16bit_pattern(const std::vector<float>& x, const char* what, Want want_of) {
   for (auto fmt : {Fp8Format::kE4M3, Fp8Format::kE5M2})
     for (auto sat : {Saturation::kSatFinite, Saturation::kNoSat}) {
       Mismatch m;
-      std::vector<float> x = all_fp16_values();
       std::vector<uint8_t> bulk(x.size());
       fp8_encode_scaled(x.data(), static_cast<int64_t>(x.size()), 1.0f, fmt, sat, bulk.data());
       for (uint32_t h = 0; h < 65536; ++h) {
-        __half_raw r;
-        r.x = static_cast<unsigned short>(h);
-        const uint8_t want = __nv_cvt_halfraw_to_fp8(r, cuda_sat(sat), cuda_fmt(fmt));
+        const uint8_t want = want_of(static_cast<unsigned short>(h), sat, fmt);
         m.check(fp8_encode(x[h], fmt, sat), want, h);
         m.check(bulk[h], want, h);
       }
-      EXPECT_EQ(m.count, 0) << fp8_format_name(fmt) << " sat=" << int(sat) << m.report("fp16 pattern");
+      EXPECT_EQ(m.count, 0) << fp8_format_name(fmt) << " sat=" << int(sat) << m.report(what);
     }
 }
 
+TEST(CudaOracle, Fp8EncodeEveryFp16Pattern) {
+  check_every_16bit_pattern(all_fp16_values(), "fp16 pattern", [](unsigned short h, Saturation sat, Fp8Format fmt) {
+    __half_raw r;
+    r.x = h;
+    return __nv_cvt_halfraw_to_fp8(r, cuda_sat(sat), cuda_fmt(fmt));
+  });
+}
+
 TEST(CudaOracle, Fp8EncodeEveryBf16Pattern) {
-  for (auto fmt : {Fp8Format::kE4M3, Fp8Format::kE5M2})
-    for (auto sat : {Saturation::kSatFinite, Saturation::kNoSat}) {
-      Mismatch m;
-      std::vector<float> x = all_bf16_values();
-      std::vector<uint8_t> bulk(x.size());
-      fp8_encode_scaled(x.data(), static_cast<int64_t>(x.size()), 1.0f, fmt, sat, bulk.data());
-      for (uint32_t h = 0; h < 65536; ++h) {
-        __nv_bfloat16_raw r;
-        r.x = static_cast<unsigned short>(h);
-        const uint8_t want = __nv_cvt_bfloat16raw_to_fp8(r, cuda_sat(sat), cuda_fmt(fmt));
-        m.check(fp8_encode(x[h], fmt, sat), want, h);
-        m.check(bulk[h], want, h);
-      }
-      EXPECT_EQ(m.count, 0) << fp8_format_name(fmt) << " sat=" << int(sat) << m.report("bf16 pattern");
-    }
+  check_every_16bit_pattern(all_bf16_values(), "bf16 pattern", [](unsigned short h, Saturation sat, Fp8Format fmt) {
+    __nv_bfloat16_raw r;
+    r.x = h;
+    return __nv_cvt_bfloat16raw_to_fp8(r, cuda_sat(sat), cuda_fmt(fmt));
+  });
 }
 
 TEST(CudaOracle, Fp8EncodeRandomFp32Patterns) {
