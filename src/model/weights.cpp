@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <set>
@@ -208,28 +209,29 @@ bool convert(const ShardedCheckpoint& ck, const std::string& name, const TensorI
   }
 }
 
-// DeepSeek block FP8: W[i, j] = e4m3(code[i, j]) · scale_inv[i / 128, j / 128].
-template <typename T>
-void dequant_fp8(const ShardedCheckpoint& ck, const std::string& name, const TensorInfo& info, T* out,
-                 std::vector<std::string>& problems) {
+// Reads the weight_scale_inv of the F8_E4M3 tensor `name` [rows, cols] into scales
+// [cdiv(rows,128), cdiv(cols,128)] (F32 as stored, BF16 widened exactly). Returns false (and
+// records why) when the weight is not 2-D or its scales are missing or mis-shaped.
+bool read_fp8_scales(const ShardedCheckpoint& ck, const std::string& name, const TensorInfo& info,
+                     std::vector<float>& scales, std::vector<std::string>& problems) {
   const std::string sname = name + "_scale_inv";
   if (info.shape.size() != 2) {
     problems.push_back(fmt::format("{}: an F8_E4M3 weight must be 2-D, got {}", name, shape_str(info.shape)));
-    return;
+    return false;
   }
   const int64_t rows = info.shape[0], cols = info.shape[1];
   const std::vector<int64_t> want{(rows + 127) / 128, (cols + 127) / 128};
   if (!ck.contains(sname)) {
     problems.push_back(fmt::format("{}: F8_E4M3 weight without its {} (expected F32 {})", name, sname, shape_str(want)));
-    return;
+    return false;
   }
   const TensorInfo& si = ck.info(sname);
   if (si.shape != want || (si.dtype != DType::kF32 && si.dtype != DType::kBF16)) {
     problems.push_back(fmt::format("{}: dtype {} shape {}, expected F32 {}", sname, dtype_name(si.dtype),
                                    shape_str(si.shape), shape_str(want)));
-    return;
+    return false;
   }
-  std::vector<float> scales(static_cast<size_t>(want[0] * want[1]));
+  scales.resize(static_cast<size_t>(want[0] * want[1]));
   const uint8_t* sp = ck.bytes(sname).data();
   for (size_t i = 0; i < scales.size(); ++i) {
     if (si.dtype == DType::kF32) {
@@ -240,11 +242,45 @@ void dequant_fp8(const ShardedCheckpoint& ck, const std::string& name, const Ten
       scales[i] = bf16_to_float(h);
     }
   }
+  return true;
+}
+
+// DeepSeek block FP8: W[i, j] = e4m3(code[i, j]) · scale_inv[i / 128, j / 128].
+template <typename T>
+bool dequant_fp8(const ShardedCheckpoint& ck, const std::string& name, const TensorInfo& info, T* out,
+                 std::vector<std::string>& problems) {
+  std::vector<float> scales;
+  if (!read_fp8_scales(ck, name, info, scales, problems)) return false;
+  const int64_t rows = info.shape[0], cols = info.shape[1], scale_cols = (cols + 127) / 128;
   const uint8_t* codes = ck.bytes(name).data();
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c)
       out[r * cols + c] = static_cast<T>(fp8_decode(codes[r * cols + c], Fp8Format::kE4M3) *
-                                         scales[static_cast<size_t>((r / 128) * want[1] + c / 128)]);
+                                         scales[static_cast<size_t>((r / 128) * scale_cols + c / 128)]);
+  return true;
+}
+
+// The checkpoint entry of tensor `expert` of `spec` when present with the expected shape;
+// nullptr (problem recorded) otherwise.
+const TensorInfo* find_param_tensor(const ShardedCheckpoint& ck, const ParamSpec& spec, int64_t expert,
+                                    std::vector<std::string>& problems) {
+  const std::string hf = spec.hf_name(expert);
+  std::vector<int64_t> shape = spec.shape;
+  if (spec.experts > 0) shape.erase(shape.begin());
+  if (!ck.contains(hf)) {
+    problems.push_back(fmt::format("{}: missing (expected {})", hf, shape_str(shape)));
+    return nullptr;
+  }
+  const TensorInfo& info = ck.info(hf);
+  if (info.shape != shape) {
+    problems.push_back(fmt::format("{}: shape {}, expected {}", hf, shape_str(info.shape), shape_str(shape)));
+    return nullptr;
+  }
+  return &info;
+}
+
+void record_nonfinite(const std::string& name, double value, int64_t index, std::vector<std::string>& problems) {
+  problems.push_back(fmt::format("{}: non-finite value {} at flat index {}", name, value, index));
 }
 
 // "model.layers.61.xxx" with 61 >= num_layers: a multi-token-prediction layer.
@@ -263,38 +299,62 @@ bool is_mtp_tensor(const std::string& name, int64_t num_layers) {
 }  // namespace
 
 template <typename T>
-ParamStore<T> load_params(const ShardedCheckpoint& ck, const ModelConfig& config) {
-  ParamStore<T> store(model_param_specs(config));
-  std::vector<std::string> problems;
+bool load_param_tensor(const ShardedCheckpoint& ck, const ParamSpec& spec, int64_t expert, T* out,
+                       std::vector<std::string>& problems) {
+  const TensorInfo* info = find_param_tensor(ck, spec, expert, problems);
+  if (info == nullptr) return false;
+  const std::string hf = spec.hf_name(expert);
+  const bool converted = info->dtype == DType::kE4M3 ? dequant_fp8(ck, hf, *info, out, problems)
+                                                     : convert(ck, hf, *info, out, problems);
+  if (!converted) return false;
+  const int64_t n = info->numel();
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(static_cast<double>(out[i]))) {
+      record_nonfinite(hf, static_cast<double>(out[i]), i, problems);
+      return false;
+    }
+  return true;
+}
+
+bool is_fp8_block_tensor(const ShardedCheckpoint& ck, const ParamSpec& spec, int64_t expert) {
+  const std::string hf = spec.hf_name(expert);
+  return ck.contains(hf) && ck.info(hf).dtype == DType::kE4M3;
+}
+
+bool load_fp8_block_tensor(const ShardedCheckpoint& ck, const ParamSpec& spec, int64_t expert, uint8_t* codes,
+                           float* scales, std::vector<std::string>& problems) {
+  const TensorInfo* info = find_param_tensor(ck, spec, expert, problems);
+  if (info == nullptr) return false;
+  const std::string hf = spec.hf_name(expert);
+  QAFT_CHECK_HINT(info->dtype == DType::kE4M3, ErrorKind::kInternal, "", "{} is {}, not F8_E4M3", hf,
+                  dtype_name(info->dtype));
+  std::vector<float> file_scales;
+  if (!read_fp8_scales(ck, hf, *info, file_scales, problems)) return false;
+  const int64_t rows = info->shape[0], cols = info->shape[1], scale_cols = (cols + 127) / 128;
+  std::memcpy(codes, ck.bytes(hf).data(), static_cast<size_t>(rows * cols));
+  std::memcpy(scales, file_scales.data(), file_scales.size() * sizeof(float));
+  // The finiteness check of load_param_tensor, on the values it would have produced.
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const float v = fp8_decode(codes[r * cols + c], Fp8Format::kE4M3) *
+                      file_scales[static_cast<size_t>((r / 128) * scale_cols + c / 128)];
+      if (!std::isfinite(v)) {
+        record_nonfinite(hf, static_cast<double>(v), r * cols + c, problems);
+        return false;
+      }
+    }
+  return true;
+}
+
+void check_unexpected_tensors(const ShardedCheckpoint& ck, const std::vector<ParamSpec>& specs,
+                              const ModelConfig& config, std::vector<std::string>& problems) {
   std::set<std::string> expected;
-  for (const ParamSpec& spec : store.specs()) {
-    const int64_t copies = spec.experts > 0 ? spec.experts : 1;
-    std::vector<int64_t> shape = spec.shape;
-    if (spec.experts > 0) shape.erase(shape.begin());
-    const int64_t per = spec.numel() / copies;
-    for (int64_t e = 0; e < copies; ++e) {
-      const std::string hf = spec.hf_name(spec.experts > 0 ? e : -1);
+  for (const ParamSpec& spec : specs)
+    for (int64_t e = 0; e < std::max<int64_t>(spec.experts, 1); ++e) {
+      const std::string hf = spec.hf_name(e);
       expected.insert(hf);
       expected.insert(hf + "_scale_inv");
-      if (!ck.contains(hf)) {
-        problems.push_back(fmt::format("{}: missing (expected {})", hf, shape_str(shape)));
-        continue;
-      }
-      const TensorInfo& info = ck.info(hf);
-      if (info.shape != shape) {
-        problems.push_back(fmt::format("{}: shape {}, expected {}", hf, shape_str(info.shape), shape_str(shape)));
-        continue;
-      }
-      T* out = store.get(spec.name) + e * per;
-      if (info.dtype == DType::kE4M3) dequant_fp8(ck, hf, info, out, problems);
-      else if (!convert(ck, hf, info, out, problems)) continue;
-      for (int64_t i = 0; i < per; ++i)
-        if (!std::isfinite(static_cast<double>(out[i]))) {
-          problems.push_back(fmt::format("{}: non-finite value {} at flat index {}", hf, static_cast<double>(out[i]), i));
-          break;
-        }
     }
-  }
   int64_t mtp = 0;
   for (const std::string& name : ck.names()) {
     if (expected.count(name)) continue;
@@ -308,13 +368,28 @@ ParamStore<T> load_params(const ShardedCheckpoint& ck, const ModelConfig& config
   if (mtp > 0)
     QAFT_LOG(kInfo, "skipped {} multi-token-prediction tensors (model.layers.{}+); qaft does not use the MTP module",
              mtp, config.num_layers);
-  if (!problems.empty()) {
-    std::string list;
-    for (size_t i = 0; i < problems.size() && i < 50; ++i) list += "\n  - " + problems[i];
-    if (problems.size() > 50) list += fmt::format("\n  ... and {} more", problems.size() - 50);
-    QAFT_FAIL(ErrorKind::kInvalidFile, "the checkpoint does not match config.json; check that both come from the same model",
-              "{}: {} problem(s) loading the checkpoint:{}", ck.dir(), problems.size(), list);
+}
+
+void throw_load_problems(const ShardedCheckpoint& ck, const std::vector<std::string>& problems) {
+  if (problems.empty()) return;
+  std::string list;
+  for (size_t i = 0; i < problems.size() && i < 50; ++i) list += "\n  - " + problems[i];
+  if (problems.size() > 50) list += fmt::format("\n  ... and {} more", problems.size() - 50);
+  QAFT_FAIL(ErrorKind::kInvalidFile, "the checkpoint does not match config.json; check that both come from the same model",
+            "{}: {} problem(s) loading the checkpoint:{}", ck.dir(), problems.size(), list);
+}
+
+template <typename T>
+ParamStore<T> load_params(const ShardedCheckpoint& ck, const ModelConfig& config) {
+  ParamStore<T> store(model_param_specs(config));
+  std::vector<std::string> problems;
+  for (const ParamSpec& spec : store.specs()) {
+    const int64_t copies = std::max<int64_t>(spec.experts, 1);
+    const int64_t per = spec.numel() / copies;
+    for (int64_t e = 0; e < copies; ++e) load_param_tensor(ck, spec, e, store.get(spec.name) + e * per, problems);
   }
+  check_unexpected_tensors(ck, store.specs(), config, problems);
+  throw_load_problems(ck, problems);
   return store;
 }
 
@@ -344,6 +419,10 @@ template class ParamStore<float>;
 template class ParamStore<double>;
 template ParamStore<float> load_params<float>(const ShardedCheckpoint&, const ModelConfig&);
 template ParamStore<double> load_params<double>(const ShardedCheckpoint&, const ModelConfig&);
+template bool load_param_tensor<float>(const ShardedCheckpoint&, const ParamSpec&, int64_t, float*,
+                                       std::vector<std::string>&);
+template bool load_param_tensor<double>(const ShardedCheckpoint&, const ParamSpec&, int64_t, double*,
+                                        std::vector<std::string>&);
 template void init_params_random<float>(ParamStore<float>&, uint64_t, double, bool);
 template void init_params_random<double>(ParamStore<double>&, uint64_t, double, bool);
 

@@ -73,6 +73,32 @@ class ParamStore {
 template <typename T>
 ParamStore<T> load_params(const ShardedCheckpoint& checkpoint, const ModelConfig& config);
 
+// ---- The steps of load_params, one checkpoint tensor at a time ----------------------------------
+// For loaders that keep some parameters in another form (model/frozen_weights.h). Each step appends
+// load_params' messages to `problems`; throw_load_problems reports them as load_params does.
+
+// Loads tensor `expert` of `spec` (its HF name spec.hf_name(expert); pass 0 for a plain parameter),
+// converted to T, into out [numel / max(experts, 1)]: checks presence, shape, dtype (BF16, F16,
+// F32, F64, or F8_E4M3 with its weight_scale_inv) and finiteness. Returns false when it recorded
+// a problem.
+template <typename T>
+bool load_param_tensor(const ShardedCheckpoint& checkpoint, const ParamSpec& spec, int64_t expert, T* out,
+                       std::vector<std::string>& problems);
+// True when tensor `expert` of `spec` is in the checkpoint as F8_E4M3 (DeepSeek block FP8).
+bool is_fp8_block_tensor(const ShardedCheckpoint& checkpoint, const ParamSpec& spec, int64_t expert);
+// For such a tensor [out, in]: copies its E4M3 codes into codes [out, in] and its weight_scale_inv
+// into scales [cdiv(out,128), cdiv(in,128)] (fp32; BF16 scales are widened exactly), as stored —
+// no dequantization — with the checks and messages of load_param_tensor (the finiteness check is on
+// the dequantized values code · scale). Returns false when it recorded a problem.
+bool load_fp8_block_tensor(const ShardedCheckpoint& checkpoint, const ParamSpec& spec, int64_t expert,
+                           uint8_t* codes, float* scales, std::vector<std::string>& problems);
+// Records every checkpoint tensor that no spec expects (MTP layers and rotary inv_freq buffers are
+// skipped; the MTP ones with a notice).
+void check_unexpected_tensors(const ShardedCheckpoint& checkpoint, const std::vector<ParamSpec>& specs,
+                              const ModelConfig& config, std::vector<std::string>& problems);
+// Throws load_params' kInvalidFile error listing `problems`; does nothing when there are none.
+void throw_load_problems(const ShardedCheckpoint& checkpoint, const std::vector<std::string>& problems);
+
 // Deterministic random initialisation for tests and pretraining from scratch: linears and
 // experts ~ N(0, std), norms = 1, biases = 0 (router correction bias ~ N(0, std) when
 // `random_router_bias`).
