@@ -450,14 +450,15 @@ int main(int argc, char** argv) {
   const float scale = static_cast<float>(cfg.softmax_scale());
   const auto N_d = static_cast<double>(N);
 
-  const MlaRef<float> mla = bind_mla(params, &grads, "model.layers.1.self_attn");
+  const WeightBinding<float> wb{&params, &grads, nullptr, nullptr, nullptr, 0.0, nullptr};
+  const MlaRef<float> mla = bind_mla(wb, "model.layers.1.self_attn");
   MlaSaved<float> mla_s;
   std::vector<float> att_o(sz(N * H * Dv)), att_lse(sz(N * H)), att_dq(sz(N * H * Dqk)), att_dk(sz(N * H * Dqk)),
       att_dv(sz(N * H * Dv));
   const auto att_do = normal_vec(sz(N * H * Dv), 13, 0.01f);
-  const MlpRef<float> dense0 = bind_mlp(params, &grads, "model.layers.0.mlp");
+  const MlpRef<float> dense0 = bind_mlp(wb, "model.layers.0.mlp");
   MlpSaved<float> dense0_s;
-  const MoeRef<float> moe = bind_moe(params, &grads, "model.layers.1.mlp", cfg);
+  const MoeRef<float> moe = bind_moe(wb, "model.layers.1.mlp", cfg);
   MoeSaved<float> moe_s;
   std::vector<float> ge_i(sz(R * I)), ge_c(sz(R * C));
   const auto ge_dy = normal_vec(sz(R * C), 14, 0.01f);
@@ -470,7 +471,7 @@ int main(int argc, char** argv) {
   dspecs[2].name = "dense.down_proj.weight", dspecs[2].shape = {C, Ieq};
   ParamStore<float> dparams(dspecs), dgrads(dspecs);
   init_params_random(dparams, 2, 0.02);
-  const MlpRef<float> deq = bind_mlp(dparams, &dgrads, "dense");
+  const MlpRef<float> deq = bind_mlp(WeightBinding<float>{&dparams, &dgrads, nullptr, nullptr, nullptr, 0.0, nullptr}, "dense");
   MlpSaved<float> deq_s;
   const float* head = params.get("lm_head.weight");
   float* dhead = grads.get("lm_head.weight");
@@ -502,18 +503,18 @@ int main(int argc, char** argv) {
   pieces.push_back({"  of which 9 grouped expert GEMMs", 0, 2.0 * 3 * static_cast<double>(R * I) * static_cast<double>(C),
                     [&] {  // gate, up, down as moe_forward runs them, on its permuted buffers
                       const int64_t* off = moe_s.offsets.data();
-                      grouped_gemm<float>(Trans::kYes, E, off, I, C, 1.f, moe_s.xp.data(), C, moe.w_gate, I * C, 0.f, ge_i.data(), I);
-                      grouped_gemm<float>(Trans::kYes, E, off, I, C, 1.f, moe_s.xp.data(), C, moe.w_up, I * C, 0.f, ge_i.data(), I);
-                      grouped_gemm<float>(Trans::kYes, E, off, C, I, 1.f, moe_s.h.data(), I, moe.w_down, C * I, 0.f, ge_c.data(), C);
+                      grouped_gemm<float>(Trans::kYes, E, off, I, C, 1.f, moe_s.xp.data(), C, moe.gate.w, I * C, 0.f, ge_i.data(), I);
+                      grouped_gemm<float>(Trans::kYes, E, off, I, C, 1.f, moe_s.xp.data(), C, moe.up.w, I * C, 0.f, ge_i.data(), I);
+                      grouped_gemm<float>(Trans::kYes, E, off, C, I, 1.f, moe_s.h.data(), I, moe.down.w, C * I, 0.f, ge_c.data(), C);
                     },
                     [&] {  // the data and weight gradients as moe_backward runs them
                       const int64_t* off = moe_s.offsets.data();
-                      grouped_gemm<float>(Trans::kNo, E, off, I, C, 1.f, ge_dy.data(), C, moe.w_down, C * I, 0.f, ge_i.data(), I);
-                      grouped_gemm_weight_grad<float>(E, off, C, I, ge_dy.data(), C, moe_s.h.data(), I, moe.dw_down, C * I);
-                      grouped_gemm<float>(Trans::kNo, E, off, C, I, 1.f, moe_s.g.data(), I, moe.w_gate, I * C, 0.f, ge_c.data(), C);
-                      grouped_gemm<float>(Trans::kNo, E, off, C, I, 1.f, moe_s.u.data(), I, moe.w_up, I * C, 1.f, ge_c.data(), C);
-                      grouped_gemm_weight_grad<float>(E, off, I, C, moe_s.g.data(), I, moe_s.xp.data(), C, moe.dw_gate, I * C);
-                      grouped_gemm_weight_grad<float>(E, off, I, C, moe_s.u.data(), I, moe_s.xp.data(), C, moe.dw_up, I * C);
+                      grouped_gemm<float>(Trans::kNo, E, off, I, C, 1.f, ge_dy.data(), C, moe.down.w, C * I, 0.f, ge_i.data(), I);
+                      grouped_gemm_weight_grad<float>(E, off, C, I, ge_dy.data(), C, moe_s.h.data(), I, moe.down.dw, C * I);
+                      grouped_gemm<float>(Trans::kNo, E, off, C, I, 1.f, moe_s.g.data(), I, moe.gate.w, I * C, 0.f, ge_c.data(), C);
+                      grouped_gemm<float>(Trans::kNo, E, off, C, I, 1.f, moe_s.u.data(), I, moe.up.w, I * C, 1.f, ge_c.data(), C);
+                      grouped_gemm_weight_grad<float>(E, off, I, C, moe_s.g.data(), I, moe_s.xp.data(), C, moe.gate.dw, I * C);
+                      grouped_gemm_weight_grad<float>(E, off, I, C, moe_s.u.data(), I, moe_s.xp.data(), C, moe.up.dw, I * C);
                     }});
   pieces.push_back({fmt::format("  of which the shared experts (I={})", cfg.shared_intermediate_size), 0,
                     2 * linear_params(cfg, "model.layers.1.mlp.shared_experts") * N_d,

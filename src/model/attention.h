@@ -29,7 +29,7 @@ struct MlaRef {
 };
 
 template <typename T>
-MlaRef<T> bind_mla(const ParamStore<T>& params, ParamStore<T>* grads, const std::string& prefix);
+MlaRef<T> bind_mla(const WeightBinding<T>& wb, const std::string& prefix);
 
 template <typename T>
 struct MlaSaved {
@@ -59,7 +59,7 @@ struct GqaRef {
 };
 
 template <typename T>
-GqaRef<T> bind_gqa(const ParamStore<T>& params, ParamStore<T>* grads, const std::string& prefix);
+GqaRef<T> bind_gqa(const WeightBinding<T>& wb, const std::string& prefix);
 
 template <typename T>
 struct GqaSaved {

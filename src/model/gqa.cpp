@@ -8,12 +8,14 @@
 namespace qaft {
 
 template <typename T>
-GqaRef<T> bind_gqa(const ParamStore<T>& p, ParamStore<T>* g, const std::string& prefix) {
+GqaRef<T> bind_gqa(const WeightBinding<T>& wb, const std::string& prefix) {
+  const ParamStore<T>& p = *wb.params;
+  ParamStore<T>* g = wb.grads;
   GqaRef<T> r;
-  r.q = bind_linear(p, g, prefix + ".q_proj");
-  r.k = bind_linear(p, g, prefix + ".k_proj");
-  r.v = bind_linear(p, g, prefix + ".v_proj");
-  r.o = bind_linear(p, g, prefix + ".o_proj");
+  r.q = bind_linear(wb, prefix + ".q_proj");
+  r.k = bind_linear(wb, prefix + ".k_proj");
+  r.v = bind_linear(wb, prefix + ".v_proj");
+  r.o = bind_linear(wb, prefix + ".o_proj");
   r.q_norm = p.find(prefix + ".q_norm.weight");
   r.k_norm = p.find(prefix + ".k_norm.weight");
   if (g && r.q_norm) {
@@ -80,7 +82,7 @@ void gqa_backward(const GqaRef<T>& g, const ModelConfig& c, const T* dy, const T
 }
 
 #define QAFT_INSTANTIATE(T)                                                                                  \
-  template GqaRef<T> bind_gqa<T>(const ParamStore<T>&, ParamStore<T>*, const std::string&);                  \
+  template GqaRef<T> bind_gqa<T>(const WeightBinding<T>&, const std::string&);                       \
   template void gqa_forward<T>(const GqaRef<T>&, const ModelConfig&, const T*, const SequenceInfo&,          \
                                const std::vector<double>&, T*, GqaSaved<T>&);                                \
   template void gqa_backward<T>(const GqaRef<T>&, const ModelConfig&, const T*, const T*, const SequenceInfo&, \

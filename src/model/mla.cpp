@@ -13,20 +13,22 @@
 namespace qaft {
 
 template <typename T>
-MlaRef<T> bind_mla(const ParamStore<T>& p, ParamStore<T>* g, const std::string& prefix) {
+MlaRef<T> bind_mla(const WeightBinding<T>& wb, const std::string& prefix) {
+  const ParamStore<T>& p = *wb.params;
+  ParamStore<T>* g = wb.grads;
   MlaRef<T> m;
-  m.q_lora = p.find(prefix + ".q_a_proj.weight") != nullptr;
+  m.q_lora = p.find(prefix + ".q_a_layernorm.weight") != nullptr;
   if (m.q_lora) {
-    m.q_a = bind_linear(p, g, prefix + ".q_a_proj");
-    m.q_b = bind_linear(p, g, prefix + ".q_b_proj");
+    m.q_a = bind_linear(wb, prefix + ".q_a_proj");
+    m.q_b = bind_linear(wb, prefix + ".q_b_proj");
     m.q_a_norm = p.get(prefix + ".q_a_layernorm.weight");
     if (g) m.dq_a_norm = g->get(prefix + ".q_a_layernorm.weight");
   } else {
-    m.q = bind_linear(p, g, prefix + ".q_proj");
+    m.q = bind_linear(wb, prefix + ".q_proj");
   }
-  m.kv_a = bind_linear(p, g, prefix + ".kv_a_proj_with_mqa");
-  m.kv_b = bind_linear(p, g, prefix + ".kv_b_proj");
-  m.o = bind_linear(p, g, prefix + ".o_proj");
+  m.kv_a = bind_linear(wb, prefix + ".kv_a_proj_with_mqa");
+  m.kv_b = bind_linear(wb, prefix + ".kv_b_proj");
+  m.o = bind_linear(wb, prefix + ".o_proj");
   m.kv_norm = p.get(prefix + ".kv_a_layernorm.weight");
   if (g) m.dkv_norm = g->get(prefix + ".kv_a_layernorm.weight");
   return m;
@@ -130,7 +132,7 @@ void mla_backward(const MlaRef<T>& m, const ModelConfig& c, const T* dy, const T
 }
 
 #define QAFT_INSTANTIATE(T)                                                                                  \
-  template MlaRef<T> bind_mla<T>(const ParamStore<T>&, ParamStore<T>*, const std::string&);                  \
+  template MlaRef<T> bind_mla<T>(const WeightBinding<T>&, const std::string&);                       \
   template void mla_forward<T>(const MlaRef<T>&, const ModelConfig&, const T*, const SequenceInfo&,          \
                                const std::vector<double>&, T*, MlaSaved<T>&);                                \
   template void mla_backward<T>(const MlaRef<T>&, const ModelConfig&, const T*, const T*, const SequenceInfo&, \

@@ -5,9 +5,8 @@
 namespace qaft {
 
 template <typename T>
-MlpRef<T> bind_mlp(const ParamStore<T>& params, ParamStore<T>* grads, const std::string& prefix) {
-  return {bind_linear(params, grads, prefix + ".gate_proj"), bind_linear(params, grads, prefix + ".up_proj"),
-          bind_linear(params, grads, prefix + ".down_proj")};
+MlpRef<T> bind_mlp(const WeightBinding<T>& wb, const std::string& prefix) {
+  return {bind_linear(wb, prefix + ".gate_proj"), bind_linear(wb, prefix + ".up_proj"), bind_linear(wb, prefix + ".down_proj")};
 }
 
 template <typename T>
@@ -34,7 +33,7 @@ void mlp_backward(const MlpRef<T>& m, const T* dy, const T* x, int64_t N, const 
 }
 
 #define QAFT_INSTANTIATE(T)                                                                          \
-  template MlpRef<T> bind_mlp<T>(const ParamStore<T>&, ParamStore<T>*, const std::string&);          \
+  template MlpRef<T> bind_mlp<T>(const WeightBinding<T>&, const std::string&);               \
   template void mlp_forward<T>(const MlpRef<T>&, const T*, int64_t, T*, MlpSaved<T>&);               \
   template void mlp_backward<T>(const MlpRef<T>&, const T*, const T*, int64_t, const MlpSaved<T>&, T*, bool);
 QAFT_INSTANTIATE(float)

@@ -13,7 +13,7 @@ struct MlpRef {
 };
 
 template <typename T>
-MlpRef<T> bind_mlp(const ParamStore<T>& params, ParamStore<T>* grads, const std::string& prefix);
+MlpRef<T> bind_mlp(const WeightBinding<T>& wb, const std::string& prefix);
 
 // What the forward keeps for the backward.
 template <typename T>

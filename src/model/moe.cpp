@@ -11,23 +11,20 @@
 namespace qaft {
 
 template <typename T>
-MoeRef<T> bind_moe(const ParamStore<T>& p, ParamStore<T>* g, const std::string& prefix, const ModelConfig& c) {
+MoeRef<T> bind_moe(const WeightBinding<T>& wb, const std::string& prefix, const ModelConfig& c) {
+  const ParamStore<T>& p = *wb.params;
+  ParamStore<T>* g = wb.grads;
   MoeRef<T> m;
   m.router = p.get(prefix + ".gate.weight");
   m.bias = p.find(prefix + ".gate.e_score_correction_bias");
-  m.w_gate = p.get(prefix + ".experts.gate_proj");
-  m.w_up = p.get(prefix + ".experts.up_proj");
-  m.w_down = p.get(prefix + ".experts.down_proj");
-  if (g) {
-    m.drouter = g->get(prefix + ".gate.weight");
-    m.dw_gate = g->get(prefix + ".experts.gate_proj");
-    m.dw_up = g->get(prefix + ".experts.up_proj");
-    m.dw_down = g->get(prefix + ".experts.down_proj");
-  }
+  m.gate = bind_expert_linear(wb, prefix + ".experts.gate_proj");
+  m.up = bind_expert_linear(wb, prefix + ".experts.up_proj");
+  m.down = bind_expert_linear(wb, prefix + ".experts.down_proj");
+  if (g) m.drouter = g->get(prefix + ".gate.weight");
   if (c.shared_intermediate_size > 0) {
     m.has_shared = true;
     const std::string sp = prefix + (c.family == ModelFamily::kQwen2Moe ? ".shared_expert" : ".shared_experts");
-    m.shared = bind_mlp(p, g, sp);
+    m.shared = bind_mlp(wb, sp);
     m.shared_gate = p.find(prefix + ".shared_expert_gate.weight");
     if (g && m.shared_gate) m.dshared_gate = g->get(prefix + ".shared_expert_gate.weight");
   }
@@ -126,10 +123,10 @@ void moe_forward(const MoeRef<T>& m, const ModelConfig& c, const T* x, int64_t N
   s.u.resize(sz(R * I));
   s.h.resize(sz(R * I));
   s.yp.resize(sz(R * C));
-  grouped_gemm<T>(Trans::kYes, E, s.offsets.data(), I, C, T(1), s.xp.data(), C, m.w_gate, I * C, T(0), s.g.data(), I);
-  grouped_gemm<T>(Trans::kYes, E, s.offsets.data(), I, C, T(1), s.xp.data(), C, m.w_up, I * C, T(0), s.u.data(), I);
+  grouped_linear_forward(m.gate, s.offsets.data(), s.xp.data(), s.g.data());
+  grouped_linear_forward(m.up, s.offsets.data(), s.xp.data(), s.u.data());
   swiglu_forward(s.g.data(), s.u.data(), R * I, s.h.data());
-  grouped_gemm<T>(Trans::kYes, E, s.offsets.data(), C, I, T(1), s.h.data(), I, m.w_down, C * I, T(0), s.yp.data(), C);
+  grouped_linear_forward(m.down, s.offsets.data(), s.h.data(), s.yp.data());
 
   // Combine (+ shared experts).
   if (m.has_shared) {
@@ -183,13 +180,10 @@ void moe_backward(const MoeRef<T>& m, const ModelConfig& c, const T* dy, const T
 
   // Grouped expert backward.
   std::vector<T> dh(sz(R * I)), dg(sz(R * I)), du(sz(R * I)), dxp(sz(R * C));
-  grouped_gemm<T>(Trans::kNo, E, s.offsets.data(), I, C, T(1), dyp.data(), C, m.w_down, C * I, T(0), dh.data(), I);
-  if (m.dw_down) grouped_gemm_weight_grad<T>(E, s.offsets.data(), C, I, dyp.data(), C, s.h.data(), I, m.dw_down, C * I);
+  grouped_linear_backward(m.down, s.offsets.data(), dyp.data(), s.h.data(), dh.data(), false);
   swiglu_backward(dh.data(), s.g.data(), s.u.data(), R * I, dg.data(), du.data());
-  grouped_gemm<T>(Trans::kNo, E, s.offsets.data(), C, I, T(1), dg.data(), I, m.w_gate, I * C, T(0), dxp.data(), C);
-  grouped_gemm<T>(Trans::kNo, E, s.offsets.data(), C, I, T(1), du.data(), I, m.w_up, I * C, T(1), dxp.data(), C);
-  if (m.dw_gate) grouped_gemm_weight_grad<T>(E, s.offsets.data(), I, C, dg.data(), I, s.xp.data(), C, m.dw_gate, I * C);
-  if (m.dw_up) grouped_gemm_weight_grad<T>(E, s.offsets.data(), I, C, du.data(), I, s.xp.data(), C, m.dw_up, I * C);
+  grouped_linear_backward(m.gate, s.offsets.data(), dg.data(), s.xp.data(), dxp.data(), false);
+  grouped_linear_backward(m.up, s.offsets.data(), du.data(), s.xp.data(), dxp.data(), true);
 
   // Un-permute into dx, in token order (deterministic).
 #pragma omp parallel for if (N * C > (1 << 15))
@@ -251,7 +245,7 @@ void moe_backward(const MoeRef<T>& m, const ModelConfig& c, const T* dy, const T
 }
 
 #define QAFT_INSTANTIATE(T)                                                                                 \
-  template MoeRef<T> bind_moe<T>(const ParamStore<T>&, ParamStore<T>*, const std::string&, const ModelConfig&); \
+  template MoeRef<T> bind_moe<T>(const WeightBinding<T>&, const std::string&, const ModelConfig&);      \
   template void moe_route<T>(const MoeRef<T>&, const ModelConfig&, const T*, int64_t, MoeSaved<T>&);         \
   template void moe_forward<T>(const MoeRef<T>&, const ModelConfig&, const T*, int64_t, T*, MoeSaved<T>&);   \
   template void moe_backward<T>(const MoeRef<T>&, const ModelConfig&, const T*, const T*, int64_t,          \

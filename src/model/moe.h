@@ -23,12 +23,7 @@ struct MoeRef {
   const T* router = nullptr;       // [E, C]
   T* drouter = nullptr;
   const T* bias = nullptr;         // [E] e_score_correction_bias, or nullptr
-  const T* w_gate = nullptr;       // [E, I, C]
-  const T* w_up = nullptr;         // [E, I, C]
-  const T* w_down = nullptr;       // [E, C, I]
-  T* dw_gate = nullptr;
-  T* dw_up = nullptr;
-  T* dw_down = nullptr;
+  LinearRef<T> gate, up, down;     // stacked routed experts [E, I, C], [E, I, C], [E, C, I]
   bool has_shared = false;
   MlpRef<T> shared;                // shared expert(s) as one MLP
   const T* shared_gate = nullptr;  // [1, C] qwen2_moe shared_expert_gate, or nullptr
@@ -36,8 +31,7 @@ struct MoeRef {
 };
 
 template <typename T>
-MoeRef<T> bind_moe(const ParamStore<T>& params, ParamStore<T>* grads, const std::string& prefix,
-                   const ModelConfig& config);
+MoeRef<T> bind_moe(const WeightBinding<T>& wb, const std::string& prefix, const ModelConfig& config);
 
 template <typename T>
 struct MoeSaved {

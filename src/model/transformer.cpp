@@ -33,7 +33,13 @@ struct Transformer<T>::Layer {
 
 template <typename T>
 Transformer<T>::Transformer(const ModelConfig& config, const ParamStore<T>* params, ParamStore<T>* grads)
-    : config_(config), params_(params), grads_(grads), inv_freq_(config.rope_inv_freq()) {
+    : Transformer(config, WeightBinding<T>{params, grads, nullptr, nullptr, nullptr, 0.0, nullptr}) {}
+
+template <typename T>
+Transformer<T>::Transformer(const ModelConfig& config, const WeightBinding<T>& wb)
+    : config_(config), params_(wb.params), grads_(wb.grads), inv_freq_(config.rope_inv_freq()) {
+  const ParamStore<T>* params = wb.params;
+  ParamStore<T>* grads = wb.grads;
   for (int64_t l = 0; l < config_.num_layers; ++l) {
     auto layer = std::make_unique<Layer>();
     const std::string p = fmt::format("model.layers.{}", l);
@@ -45,10 +51,10 @@ Transformer<T>::Transformer(const ModelConfig& config, const ParamStore<T>* para
       layer->dnorm1 = grads->get(p + ".input_layernorm.weight");
       layer->dnorm2 = grads->get(p + ".post_attention_layernorm.weight");
     }
-    if (config_.attention == AttentionKind::kMla) layer->mla = bind_mla(*params, grads, p + ".self_attn");
-    else layer->gqa = bind_gqa(*params, grads, p + ".self_attn");
-    if (layer->moe) layer->moe_ref = bind_moe(*params, grads, p + ".mlp", config_);
-    else layer->mlp = bind_mlp(*params, grads, p + ".mlp");
+    if (config_.attention == AttentionKind::kMla) layer->mla = bind_mla(wb, p + ".self_attn");
+    else layer->gqa = bind_gqa(wb, p + ".self_attn");
+    if (layer->moe) layer->moe_ref = bind_moe(wb, p + ".mlp", config_);
+    else layer->mlp = bind_mlp(wb, p + ".mlp");
     layers_.push_back(std::move(layer));
   }
 }

@@ -37,6 +37,10 @@ class Transformer {
  public:
   // params must outlive the model; grads may be nullptr (inference only).
   Transformer(const ModelConfig& config, const ParamStore<T>* params, ParamStore<T>* grads);
+  // A model whose weights are spread as `weights` says: a frozen base in BF16/FP8/NF4, LoRA
+  // adapters, the numerics of every linear (QAT, FP8 training). Everything it points to must
+  // outlive the model.
+  Transformer(const ModelConfig& config, const WeightBinding<T>& weights);
   ~Transformer();
 
   // Runs the forward pass and keeps activations for backward(). targets may be nullptr
