@@ -115,7 +115,8 @@ void embedding_backward(const int32_t* ids, int64_t N, const T* dout, int64_t V,
 template <typename T>
 double lm_head_ce_forward(const T* h, const T* W, const int32_t* targets, const T* weights,
                           int64_t N, int64_t C, int64_t V, int64_t chunk, T* lse);
-// Gradient of (Σ loss_n · weight_n) · grad_scale: dh [N, C] overwritten, dW [V, C] accumulated.
+// Gradient of (Σ loss_n · weight_n) · grad_scale: dh [N, C] overwritten, dW [V, C] accumulated
+// (nullptr: a frozen head).
 template <typename T>
 void lm_head_ce_backward(const T* h, const T* W, const int32_t* targets, const T* weights,
                          const T* lse, int64_t N, int64_t C, int64_t V, int64_t chunk, T grad_scale,

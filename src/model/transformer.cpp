@@ -37,7 +37,8 @@ Transformer<T>::Transformer(const ModelConfig& config, const ParamStore<T>* para
 
 template <typename T>
 Transformer<T>::Transformer(const ModelConfig& config, const WeightBinding<T>& wb)
-    : config_(config), params_(wb.params), grads_(wb.grads), inv_freq_(config.rope_inv_freq()) {
+    : config_(config), params_(wb.params), grads_(wb.grads), has_lora_grads_(wb.lora_grads != nullptr),
+      inv_freq_(config.rope_inv_freq()) {
   const ParamStore<T>* params = wb.params;
   ParamStore<T>* grads = wb.grads;
   for (int64_t l = 0; l < config_.num_layers; ++l) {
@@ -168,19 +169,20 @@ LossResult Transformer<T>::forward(const Batch& b) {
 
 template <typename T>
 void Transformer<T>::backward(T grad_scale) {
-  QAFT_CHECK(grads_ != nullptr, "backward() on a model built without gradient storage");
+  QAFT_CHECK(grads_ != nullptr || has_lora_grads_, "backward() on a model built without gradient storage");
   QAFT_CHECK(batch_.targets != nullptr, "backward() needs a forward() with targets");
   const Batch& b = batch_;
   const int64_t N = b.B * b.T, C = config_.hidden_size;
   const SequenceInfo seq{b.B, b.T, positions_.data(), b.segment};
   auto sz = [](int64_t n) { return static_cast<size_t>(n); };
   const char* head_name = config_.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight";
+  auto grad = [&](const char* name) { return grads_ ? grads_->get(name) : nullptr; };  // nullptr: frozen
 
   std::vector<T> dfinal(sz(N * C)), dh(sz(N * C));
   lm_head_ce_backward(final_out_.data(), params_->get(head_name), b.targets, token_weights_.data(), lse_.data(), N, C,
-                      config_.vocab_size, kVocabChunk, grad_scale, dfinal.data(), grads_->get(head_name));
+                      config_.vocab_size, kVocabChunk, grad_scale, dfinal.data(), grad(head_name));
   rmsnorm_backward(dfinal.data(), final_in_.data(), params_->get("model.norm.weight"), final_rstd_.data(), N, C, C,
-                   dh.data(), grads_->get("model.norm.weight"));
+                   dh.data(), grad("model.norm.weight"));
 
   std::vector<T> dxn(sz(N * C)), dnorm_in(sz(N * C)), h_re, scratch;
   for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) {
@@ -202,7 +204,7 @@ void Transformer<T>::backward(T grad_scale) {
     for (int64_t i = 0; i < N * C; ++i) dh[sz(i)] += dnorm_in[sz(i)];
     if (recompute_) release(L);
   }
-  embedding_backward(b.ids, N, dh.data(), config_.vocab_size, C, grads_->get("model.embed_tokens.weight"));
+  if (grads_) embedding_backward(b.ids, N, dh.data(), config_.vocab_size, C, grads_->get("model.embed_tokens.weight"));
 }
 
 template <typename T>

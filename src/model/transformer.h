@@ -74,6 +74,7 @@ class Transformer {
   ModelConfig config_;
   const ParamStore<T>* params_;
   ParamStore<T>* grads_;
+  bool has_lora_grads_ = false;      // backward() trains adapters even without base gradients
   std::vector<double> inv_freq_;
   std::vector<std::unique_ptr<Layer>> layers_;
   bool recompute_ = false;

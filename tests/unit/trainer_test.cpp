@@ -2,7 +2,7 @@
 // and bad settings or a mismatched checkpoint are clear errors.
 #include "core/error.h"
 #include "core/rng.h"
-#include "model_configs.h"
+#include "train_fixtures.h"
 #include "temp_dir.h"
 #include "train/trainer.h"
 
@@ -14,27 +14,8 @@ using namespace qaft;
 
 namespace {
 
-ModelConfig tiny(const std::string& family) {
-  for (auto& [name, json] : test::tiny_model_configs())
-    if (name == family) return model_config_from_json(json, name);
-  throw std::runtime_error("no config " + family);
-}
-
-// Sequences that repeat a short random motif: learnable, so the loss must fall.
-std::shared_ptr<const std::vector<Example>> motif_data(const ModelConfig& c, int64_t n, uint64_t seed) {
-  auto data = std::make_shared<std::vector<Example>>();
-  CounterRng rng(seed, 0);
-  for (int64_t e = 0; e < n; ++e) {
-    Example ex;
-    ex.line = e + 1;
-    const int64_t period = 3 + e % 3;
-    for (int64_t t = 0; t < 24; ++t)
-      ex.ids.push_back(static_cast<int32_t>(rng.u32(static_cast<uint64_t>(e * 100 + t % period)) % c.vocab_size));
-    ex.loss_mask.assign(ex.ids.size(), 1);
-    data->push_back(std::move(ex));
-  }
-  return data;
-}
+using test::motif_data;
+using test::tiny;
 
 struct TrainSetup {
   ModelConfig config = tiny("deepseek_v3");

@@ -110,7 +110,7 @@ void lm_head_ce_backward(const T* h, const T* W, const int32_t* targets, const T
     }
     // dh (=|+=) dlogits · W_chunk;  dW_chunk += dlogitsᵀ · h.
     gemm<T>(Trans::kNo, Trans::kNo, N, C, vc, T(1), dlogits.data(), vc, Wc, C, v0 == 0 ? T(0) : T(1), dh, C);
-    gemm<T>(Trans::kYes, Trans::kNo, vc, C, N, T(1), dlogits.data(), vc, h, C, T(1), dW + v0 * C, C);
+    if (dW) gemm<T>(Trans::kYes, Trans::kNo, vc, C, N, T(1), dlogits.data(), vc, h, C, T(1), dW + v0 * C, C);
   }
 }
 
