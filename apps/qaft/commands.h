@@ -19,5 +19,6 @@ void register_numerics(CLI::App& app, Action& run);
 void register_tokenizer(CLI::App& app, Action& run);
 void register_model(CLI::App& app, Action& run);  // inspect, logits, generate
 void register_dataset(CLI::App& app, Action& run);  // validate
+void register_train(CLI::App& app, Action& run);    // train CONFIG.yaml
 
 }  // namespace qaft::cli

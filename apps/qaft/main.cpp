@@ -20,6 +20,7 @@ int main(int argc, char** argv) {
   qaft::cli::register_tokenizer(app, run);
   qaft::cli::register_model(app, run);
   qaft::cli::register_dataset(app, run);
+  qaft::cli::register_train(app, run);
 
   try {
     app.parse(argc, argv);

@@ -157,6 +157,15 @@ bool record_to_example(const nlohmann::json& j, int64_t line, const ChatTemplate
     RenderedChat r = tpl.render(msgs);
     ex.ids = std::move(r.ids);
     ex.loss_mask = std::move(r.loss_mask);
+  } else if (j.contains("text")) {
+    // Pretraining text: BOS (what the model adds) + text + EOS, every token trained on.
+    auto t = j.find("text");
+    if (t->is_null()) return fail(e, line, DataErrorClass::kEmptyContent, "no \"text\"");
+    if (!t->is_string()) return fail(e, line, DataErrorClass::kBadSchema, "\"text\" must be a string");
+    if (t->get_ref<const std::string&>().empty()) return fail(e, line, DataErrorClass::kEmptyContent, "empty \"text\"");
+    ex.ids = tok.encode(t->get_ref<const std::string&>(), true);
+    if (auto eos = tok.eos_id()) ex.ids.push_back(*eos);
+    ex.loss_mask.assign(ex.ids.size(), 1);
   } else if (j.contains("prompt") || j.contains("completion")) {
     for (const char* k : {"prompt", "completion"}) {
       auto f = j.find(k);
@@ -177,7 +186,7 @@ bool record_to_example(const nlohmann::json& j, int64_t line, const ChatTemplate
     ex.loss_mask.resize(ex.ids.size(), 1);
   } else {
     return fail(e, line, DataErrorClass::kBadSchema,
-                "expected \"messages\" (chat format) or \"prompt\" and \"completion\"");
+                "expected \"messages\" (chat format), \"prompt\" and \"completion\", or \"text\" (pretraining)");
   }
   const auto n = static_cast<int64_t>(ex.ids.size());
   if (o.max_length > 0 && n > o.max_length) {

@@ -18,7 +18,7 @@ enum class CheckpointFormat : uint8_t { kF32, kBF16, kFp8Block };
 struct CheckpointOptions {
   CheckpointFormat format = CheckpointFormat::kBF16;
   ScaleFormat fp8_scale_format = ScaleFormat::kFp32;  // kUe8m0: power-of-two weight_scale_inv
-  uint64_t max_shard_bytes = 0;                       // 0 = one model.safetensors
+  uint64_t max_shard_bytes = 0;                       // 0 = no limit (one shard + index)
 };
 
 // Writes DIR/config.json (config_json with quantization_config added or removed to match the

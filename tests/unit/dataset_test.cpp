@@ -1,6 +1,6 @@
 // JSONL datasets: every validation class on tests/data/dataset_errors.jsonl (one line per class),
 // the bounded line reader (huge lines, binary garbage, empty files, CRLF, no final newline),
-// overflow policies, fail-fast, weights, prompt/completion, statistics.
+// overflow policies, fail-fast, weights, prompt/completion, pretraining text, statistics.
 #include "core/error.h"
 #include "data/chat_template.h"
 #include "data/dataset.h"
@@ -85,6 +85,19 @@ TEST_F(Dataset, PromptCompletionTrainsOnCompletionAndEos) {
   EXPECT_EQ(err.kind, DataErrorClass::kEmptyContent);
   EXPECT_EQ(err.line, 7);
   EXPECT_FALSE(example_from_json(R"({"prompt": 3, "completion": "x"})", 1, tpl_, tok_, {}, e, err));
+  EXPECT_EQ(err.kind, DataErrorClass::kBadSchema);
+}
+
+TEST_F(Dataset, PretrainingTextTrainsOnEveryTokenAndEos) {
+  Example e;
+  DataError err;
+  ASSERT_TRUE(example_from_json(R"({"text": "abc"})", 1, tpl_, tok_, {}, e, err));
+  EXPECT_EQ(e.ids, (std::vector<int32_t>{'a', 'b', 'c', 257}));
+  EXPECT_EQ(e.loss_mask, (std::vector<uint8_t>{1, 1, 1, 1}));
+  EXPECT_FALSE(example_from_json(R"({"text": ""})", 4, tpl_, tok_, {}, e, err));
+  EXPECT_EQ(err.kind, DataErrorClass::kEmptyContent);
+  EXPECT_EQ(err.line, 4);
+  EXPECT_FALSE(example_from_json(R"({"text": ["a"]})", 1, tpl_, tok_, {}, e, err));
   EXPECT_EQ(err.kind, DataErrorClass::kBadSchema);
 }
 
