@@ -33,7 +33,9 @@ std::string duration(double s) {
 }
 
 int run_validate(ValidateArgs a) {
-  a.options.on_overflow = a.on_overflow == "truncate" ? OverflowPolicy::kTruncate : OverflowPolicy::kDrop;
+  a.options.on_overflow = a.on_overflow == "truncate" ? OverflowPolicy::kTruncate
+                          : a.on_overflow == "split"  ? OverflowPolicy::kSplit
+                                                      : OverflowPolicy::kDrop;
   const Tokenizer tok = Tokenizer::load(a.model_dir);
   const ChatTemplate tpl = ChatTemplate::from_tokenizer(tok, a.model_dir);
   const DatasetStats s = scan_dataset(a.file, tok, tpl, a.options);
@@ -100,8 +102,8 @@ void register_dataset(CLI::App& app, Action& run) {
   v->add_option("--model", a->model_dir, "model directory (tokenizer.json, tokenizer_config.json)")->required();
   v->add_option("--max-length", a->options.max_length, "context length in tokens (0 = unlimited)")
       ->check(CLI::NonNegativeNumber);
-  v->add_option("--on-overflow", a->on_overflow, "longer examples: drop (an error) or truncate")
-      ->check(CLI::IsMember({"drop", "truncate"}));
+  v->add_option("--on-overflow", a->on_overflow, "longer examples: drop (an error), truncate, or split into pieces")
+      ->check(CLI::IsMember({"drop", "truncate", "split"}));
   v->add_flag("--fail-fast", a->options.fail_fast, "stop at the first error");
   v->add_option("--max-line-bytes", a->options.max_line_bytes, "reject longer lines (default 64 MiB)")
       ->check(CLI::PositiveNumber);

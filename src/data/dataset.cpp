@@ -190,6 +190,7 @@ bool record_to_example(const nlohmann::json& j, int64_t line, const ChatTemplate
   }
   const auto n = static_cast<int64_t>(ex.ids.size());
   if (o.max_length > 0 && n > o.max_length) {
+    if (o.on_overflow == OverflowPolicy::kSplit) return true;  // scan_dataset cuts it
     if (o.on_overflow == OverflowPolicy::kDrop)
       return fail(e, line, DataErrorClass::kTooLong,
                   fmt::format("{} tokens > max length {} (dropped; --on-overflow truncate keeps the start)",
@@ -265,13 +266,30 @@ DatasetStats scan_dataset(const std::filesystem::path& path, const Tokenizer& to
       continue;
     }
     ++s.valid_rows;
-    const auto n = static_cast<int64_t>(ex.ids.size());
-    s.tokens += n;
-    for (uint8_t x : ex.loss_mask) s.trainable_tokens += x;
-    s.truncated += ex.truncated ? 1 : 0;
-    s.max_example_tokens = std::max(s.max_example_tokens, n);
-    ++s.length_histogram[static_cast<size_t>(length_bucket(n))];
-    if (sink) sink(std::move(ex));
+    auto emit = [&](Example&& piece) {
+      const auto n = static_cast<int64_t>(piece.ids.size());
+      s.tokens += n;
+      for (uint8_t x : piece.loss_mask) s.trainable_tokens += x;
+      s.truncated += piece.truncated ? 1 : 0;
+      s.max_example_tokens = std::max(s.max_example_tokens, n);
+      ++s.length_histogram[static_cast<size_t>(length_bucket(n))];
+      if (sink) sink(std::move(piece));
+    };
+    const auto len = static_cast<int64_t>(ex.ids.size());
+    if (o.max_length <= 0 || len <= o.max_length) {
+      emit(std::move(ex));
+      continue;
+    }
+    for (int64_t b = 0; b < len; b += o.max_length) {  // kSplit: consecutive pieces
+      const int64_t e_ = std::min(len, b + o.max_length);
+      Example piece;
+      piece.line = ex.line;
+      piece.weight = ex.weight;
+      piece.truncated = true;
+      piece.ids.assign(ex.ids.begin() + b, ex.ids.begin() + e_);
+      piece.loss_mask.assign(ex.loss_mask.begin() + b, ex.loss_mask.begin() + e_);
+      if (std::find(piece.loss_mask.begin(), piece.loss_mask.end(), 1) != piece.loss_mask.end()) emit(std::move(piece));
+    }
   }
   if (s.rows == 0) report({0, DataErrorClass::kEmptyFile, "the file holds no example"});
   return s;

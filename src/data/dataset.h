@@ -20,6 +20,8 @@ namespace qaft {
 enum class OverflowPolicy {
   kDrop,      // reject it (an error of class kTooLong)
   kTruncate,  // keep its first max_length tokens (dropped if no trained token is left)
+  kSplit,     // cut it into consecutive pieces of max_length tokens, each an example (pretraining
+              // documents; a piece without a trained token is left out)
 };
 
 // Classes of per-line problems (the order is the order of the report).

@@ -583,7 +583,7 @@ constexpr std::array<BaseFormat, 4> kBaseFormats = {BaseFormat::kF32, BaseFormat
                                                     BaseFormat::kNf4};
 constexpr std::array<std::string_view, 3> kPrecisionNames = {"fp32", "bf16", "fp8"};
 constexpr std::array<std::string_view, 2> kScaleFormatNames = {"fp32", "ue8m0"};
-constexpr std::array<std::string_view, 2> kOverflowNames = {"drop", "truncate"};
+constexpr std::array<std::string_view, 3> kOverflowNames = {"drop", "truncate", "split"};
 constexpr std::array<std::string_view, 2> kMomentNames = {"fp32", "bf16"};
 constexpr std::array<std::string_view, 3> kDecayNames = {"cosine", "linear", "constant"};
 constexpr std::array<std::string_view, 3> kProgressNames = {"auto", "on", "off"};
@@ -706,7 +706,7 @@ TrainConfig convert(const Doc& d) {
     d.fail("data.max_length", "an example longer than a row cannot be placed whole; raise data.seq_len instead",
            "must be in [1, data.seq_len = {}], got {}", c.data.seq_len, c.data.max_length);
   if (const auto o = d.choice("data.on_overflow", kOverflowNames))
-    c.data.on_overflow = *o == 0 ? OverflowPolicy::kDrop : OverflowPolicy::kTruncate;
+    c.data.on_overflow = static_cast<OverflowPolicy>(*o);
 
   // steps (the schedule is checked against it)
   const auto steps = d.integer("steps");
@@ -885,7 +885,7 @@ nlohmann::json TrainConfig::to_json() const {
              {"pack", data.pack},
              {"shuffle", data.shuffle},
              {"max_length", data.max_length},
-             {"on_overflow", std::string(kOverflowNames[data.on_overflow == OverflowPolicy::kDrop ? 0 : 1])}};
+             {"on_overflow", std::string(kOverflowNames[static_cast<size_t>(data.on_overflow)])}};
   if (!data.eval.empty()) dj["eval"] = data.eval.string();
   j["data"] = dj;
   j["optim"] = {{"lr", optim.lr},

@@ -101,7 +101,8 @@ struct TrainConfig {
     bool pack = true;             // several examples per row (else one, padded)
     bool shuffle = true;          // reshuffle the examples every epoch (seeded by `seed`)
     int64_t max_length = 0;       // tokens per example, 1..seq_len; default: seq_len
-    OverflowPolicy on_overflow = OverflowPolicy::kDrop;  // longer examples: drop | truncate
+    OverflowPolicy on_overflow = OverflowPolicy::kDrop;  // longer examples: drop | truncate | split
+                                                         // (split: pieces of max_length, for pretraining)
   };
 
   // `optim.schedule:` — learning-rate schedule over `steps` updates.

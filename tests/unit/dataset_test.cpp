@@ -124,6 +124,25 @@ TEST_F(Dataset, OverflowTruncateOrDrop) {
   EXPECT_EQ(s.truncated, 1);
 }
 
+TEST_F(Dataset, OverflowSplitCutsLongDocumentsIntoPieces) {
+  const std::string path = write("long.jsonl", "{\"text\": \"abcdefghij\"}\n{\"text\": \"xy\"}\n");
+  DatasetOptions o;
+  o.max_length = 4;
+  o.on_overflow = OverflowPolicy::kSplit;
+  std::vector<Example> out;
+  const DatasetStats s = scan_dataset(path, tok_, tpl_, o, [&](Example&& e) { out.push_back(std::move(e)); });
+  EXPECT_EQ(s.errors, 0);
+  EXPECT_EQ(s.valid_rows, 2);
+  // "abcdefghij" + EOS = 11 tokens → 4 + 4 + 3; "xy" + EOS fits.
+  ASSERT_EQ(out.size(), 4u);
+  EXPECT_EQ(out[0].ids, (std::vector<int32_t>{'a', 'b', 'c', 'd'}));
+  EXPECT_EQ(out[2].ids, (std::vector<int32_t>{'i', 'j', 257}));
+  EXPECT_EQ(out[2].line, 1);
+  EXPECT_TRUE(out[1].truncated);
+  EXPECT_EQ(out[3].ids, (std::vector<int32_t>{'x', 'y', 257}));
+  EXPECT_EQ(s.tokens, 14);
+}
+
 TEST_F(Dataset, FailFastStopsAtTheFirstError) {
   DatasetOptions o;
   o.fail_fast = true;
