@@ -11,7 +11,14 @@
 
 namespace qaft::test {
 
-inline Tokenizer tiny_chat_tokenizer(
+// The tokenizer.json and tokenizer_config.json texts of tiny_chat_tokenizer() (to write a model
+// directory).
+struct TinyChatTokenizerFiles {
+  std::string tokenizer_json;
+  std::string config_json;
+};
+
+inline TinyChatTokenizerFiles tiny_chat_tokenizer_files(
     const std::string& chat_template = "{{'<|im_start|>' + m.role}}<|im_end|>") {
   nlohmann::json vocab = nlohmann::json::object();
   int extra = 0;
@@ -33,7 +40,13 @@ inline Tokenizer tiny_chat_tokenizer(
       {"decoder", {{"type", "ByteLevel"}}},
       {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", nlohmann::json::array()}}}};
   const nlohmann::json cj = {{"chat_template", chat_template}, {"eos_token", "<|im_end|>"}};
-  return Tokenizer::from_json(tj.dump(), cj.dump(), "tiny");
+  return {tj.dump(), cj.dump()};
+}
+
+inline Tokenizer tiny_chat_tokenizer(
+    const std::string& chat_template = "{{'<|im_start|>' + m.role}}<|im_end|>") {
+  const TinyChatTokenizerFiles f = tiny_chat_tokenizer_files(chat_template);
+  return Tokenizer::from_json(f.tokenizer_json, f.config_json, "tiny");
 }
 
 }  // namespace qaft::test

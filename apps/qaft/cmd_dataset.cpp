@@ -2,11 +2,13 @@
 // (OpenAI chat format or prompt/completion) with the model's tokenizer and chat template, prints
 // each error with its line number and the statistics (rows, tokens, length histogram, estimated
 // time per epoch). Exit code 0: no error; 1: errors (or the file cannot be read); 2: usage.
+// The workspace verbs (`dataset create/list/get/delete`) are in cmd_dataset_registry.cpp.
 #include "commands.h"
 #include "core/error.h"
 #include "data/chat_template.h"
 #include "data/dataset.h"
 #include "data/tokenizer.h"
+#include "workspace_cli.h"
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -92,7 +94,7 @@ int run_validate(ValidateArgs a) {
 }  // namespace
 
 void register_dataset(CLI::App& app, Action& run) {
-  CLI::App* ds = app.add_subcommand("dataset", "JSONL training datasets");
+  CLI::App* ds = app.add_subcommand("dataset", "JSONL training datasets: validate, and register in the workspace ($QAFT_HOME)");
   ds->require_subcommand(1);
   auto a = std::make_shared<ValidateArgs>();
   CLI::App* v = ds->add_subcommand(
@@ -114,6 +116,8 @@ void register_dataset(CLI::App& app, Action& run) {
       ->check(CLI::NonNegativeNumber);
   v->add_flag("--json", a->json, "print the report as JSON");
   v->callback([a, &run] { run = [a] { return run_validate(*a); }; });
+  // create, list, get, delete: datasets registered in the workspace (cmd_dataset_registry.cpp).
+  add_dataset_registry_commands(*ds, run);
 }
 
 }  // namespace qaft::cli

@@ -18,7 +18,14 @@ inline constexpr int kExitUsage = 2;     // bad command line
 void register_numerics(CLI::App& app, Action& run);
 void register_tokenizer(CLI::App& app, Action& run);
 void register_model(CLI::App& app, Action& run);  // inspect, logits, generate
-void register_dataset(CLI::App& app, Action& run);  // validate
+void register_dataset(CLI::App& app, Action& run);  // validate; create, list, get, delete
 void register_train(CLI::App& app, Action& run);    // train CONFIG.yaml
+void register_eval(CLI::App& app, Action& run);     // eval MODEL_DIR --dataset FILE
+void register_serve(CLI::App& app, Action& run);    // serve MODEL_DIR (HTTP server)
+// The workspace ($QAFT_HOME, docs/workspace.md); `dataset create/list/get/delete` are registered
+// by register_dataset.
+void register_model_registry(CLI::App& app, Action& run);  // model register, list, get, delete
+void register_sftj(CLI::App& app, Action& run);            // sftj create, resume, list, get, delete
+void register_deployment(CLI::App& app, Action& run);      // deployment list, get, delete
 
 }  // namespace qaft::cli

@@ -21,6 +21,11 @@ int main(int argc, char** argv) {
   qaft::cli::register_model(app, run);
   qaft::cli::register_dataset(app, run);
   qaft::cli::register_train(app, run);
+  qaft::cli::register_eval(app, run);
+  qaft::cli::register_serve(app, run);
+  qaft::cli::register_model_registry(app, run);
+  qaft::cli::register_sftj(app, run);
+  qaft::cli::register_deployment(app, run);
 
   try {
     app.parse(argc, argv);

@@ -76,7 +76,8 @@ json number(double v) {
   return v;
 }
 
-json config_json(const LoraConfig& config, const std::vector<LoraTarget>& targets, const std::string& base_model) {
+json config_json(const LoraConfig& config, const std::vector<LoraTarget>& targets, const std::string& base_model,
+                 const json& training) {
   json target_modules;
   if (!config.target_regex.empty()) {
     target_modules = config.target_regex;  // PEFT: a string is a regex (re.fullmatch)
@@ -90,6 +91,7 @@ json config_json(const LoraConfig& config, const std::vector<LoraTarget>& target
   json qaft = {{"format_version", 1}, {"seed", config.seed}};
   if (config.target_regex.empty()) qaft["targets"] = config.targets;
   else qaft["target_regex"] = config.target_regex;
+  if (!training.is_null()) qaft["training"] = training;
   // nlohmann::json objects are sorted by key, as PEFT's json.dumps(sort_keys=True).
   return json{{"alpha_pattern", json::object()},
               {"base_model_name_or_path", base_model.empty() ? json(nullptr) : json(base_model)},
@@ -166,6 +168,7 @@ void read_config(const json& j, const std::string& path, PeftAdapter& out) {
 
   // Targets: qaft's own record when present (it keeps "all-linear" and dotted names), else PEFT's.
   const json qaft = field("qaft");
+  if (qaft.is_object() && qaft.contains("training")) out.training = qaft.at("training");
   const json tm = qaft.is_object() && (qaft.contains("targets") || qaft.contains("target_regex"))
                       ? (qaft.contains("target_regex") ? qaft.at("target_regex") : qaft.at("targets"))
                       : field("target_modules");
@@ -215,7 +218,7 @@ struct KeySlot {
 
 void save_peft_adapter(const std::string& dir, const ModelConfig& model, const LoraConfig& config,
                        const std::vector<LoraTarget>& targets, const ParamStore<float>& params,
-                       const std::string& base_model) {
+                       const std::string& base_model, const json& training) {
   QAFT_CHECK(!targets.empty(), "no LoRA targets to save to {}", dir);
   // The targets must be modules of `model` with its shapes, at the config's rank (PEFT has one r).
   std::unordered_map<std::string, LoraTarget> known;
@@ -253,7 +256,7 @@ void save_peft_adapter(const std::string& dir, const ModelConfig& model, const L
   }
   // Tensors first: a directory with a config is a complete adapter.
   w.write(dir + "/" + kWeightsFile);
-  write_file_atomic(dir + "/" + kConfigFile, config_json(config, targets, base_model).dump(2) + "\n");
+  write_file_atomic(dir + "/" + kConfigFile, config_json(config, targets, base_model, training).dump(2) + "\n");
 }
 
 PeftAdapter load_peft_adapter(const std::string& dir, const ModelConfig& model) {

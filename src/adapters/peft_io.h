@@ -6,6 +6,8 @@
 
 #include "adapters/lora_targets.h"
 
+#include <nlohmann/json.hpp>
+
 #include <string>
 
 namespace qaft {
@@ -15,15 +17,20 @@ struct PeftAdapter {
   std::vector<LoraTarget> targets;   // resolved against the base model
   ParamStore<float> params;          // over lora_param_specs(targets)
   std::string base_model;            // base_model_name_or_path as written
+  nlohmann::json training;           // how it was trained ("qaft"."training": QAT settings, base
+                                     // format), or null for adapters from elsewhere
 };
 
 // Writes DIR/adapter_config.json and DIR/adapter_model.safetensors atomically (each file is
 // written to a temporary name and renamed; DIR is created). target_modules in the config lists
 // the distinct module leaf names adapted ("q_a_proj", "gate_proj", …), so that PEFT with the
 // same base resolves the same modules.
+// `training` (may be null) is stored as "qaft"."training": the numerics the adapter was trained
+// with (QAT on/off, scale format, activation quantization, base format), so that evaluation and
+// serving can reproduce them.
 void save_peft_adapter(const std::string& dir, const ModelConfig& model, const LoraConfig& config,
                        const std::vector<LoraTarget>& targets, const ParamStore<float>& params,
-                       const std::string& base_model);
+                       const std::string& base_model, const nlohmann::json& training = nullptr);
 
 // Reads an adapter for `model`. Errors (kInvalidFile, naming the file and key): missing files,
 // malformed JSON, r / lora_alpha missing or invalid, DoRA or modules_to_save set, keys that are not

@@ -302,7 +302,12 @@ TrainJobResult run_train_job(const TrainConfig& cfg, bool resume, const TrainJob
     if (sft) {
       result.adapter_dir = (cfg.output.dir / "adapter").string();
       const LoraSetup& l = *trainer->lora();
-      save_peft_adapter(result.adapter_dir, mc, l.config, l.targets, l.params, model_dir.string());
+      const nlohmann::json training = {{"qat", o.qat.enabled},
+                                       {"scale_format", scale_format_name(o.qat.weight_scale_format)},
+                                       {"quantize_activations", o.qat.quantize_activations},
+                                       {"base_format", base_format_name(cfg.base_format)},
+                                       {"steps", result.steps_done}};
+      save_peft_adapter(result.adapter_dir, mc, l.config, l.targets, l.params, model_dir.string(), training);
       const ExpertCensus& c = trainer->census();
       nlohmann::json census = {{"experts", c.to_json()},
                                {"experts_without_tokens", c.experts_without_tokens()},

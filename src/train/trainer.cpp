@@ -286,6 +286,8 @@ int64_t Trainer::state_bytes() const {
   return base + adapters + grads_.size() * static_cast<int64_t>(sizeof(float)) + optimizer_->state_bytes();
 }
 
+int64_t Trainer::activation_bytes() const { return model_->saved_activation_bytes(); }
+
 nlohmann::json Trainer::identity() const {
   nlohmann::json j = {{"model_type", config_.model_type},
                       {"mode", lora_ ? "lora" : "full"},

@@ -112,6 +112,8 @@ class Trainer {
   const TrainerOptions& options() const { return options_; }
   // Bytes of parameters, gradients and optimizer state held (the memory plan's static part).
   int64_t state_bytes() const;
+  // Bytes of activations the model holds for backward (after a step: those of its last forward).
+  int64_t activation_bytes() const;
 
   void save_checkpoint(const std::string& dir) const;
   // Restores trained parameters, optimizer, step, census and data cursor. Throws kInvalidArgument

@@ -1,0 +1,29 @@
+// Shared by the workspace commands (dataset create/list/get/delete, model, sftj, deployment):
+// opening the workspace ($QAFT_HOME, default ~/.qaft) and printing tables, key/value records and
+// JSON. docs/workspace.md describes the commands.
+#pragma once
+
+#include "commands.h"
+#include "registry/workspace.h"
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace qaft::cli {
+
+// The workspace of $QAFT_HOME (default ~/.qaft), created when missing.
+Workspace open_workspace();
+
+// Columns padded to their widest cell, a header row first; "(none)" line when rows is empty.
+void print_table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows);
+// "key           value" lines; pairs with an empty value are skipped.
+void print_fields(const std::vector<std::pair<std::string, std::string>>& fields);
+void print_json(const nlohmann::json& j);
+
+// The dataset group's registry verbs: create, list, get, delete (cmd_dataset_registry.cpp).
+void add_dataset_registry_commands(CLI::App& dataset_group, Action& run);
+
+}  // namespace qaft::cli

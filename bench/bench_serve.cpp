@@ -1,0 +1,237 @@
+// The HTTP server's deployment on a DeepSeek-V3-shaped bench model (bench_infer.cpp's shape: hidden
+// 1024, MLA q_lora 384 / kv_lora 256, 64 routed experts top-6 in 8 groups, 2 shared, moe_intermediate
+// 256, vocabulary 32000; 4 layers by default):
+//   [1] time to live-merge an FP8 base with a rank-16 LoRA adapter on every linear into the FP8
+//       serving weights, and the memory of the deployment: serving-weight bytes, the process's
+//       resident set with the deployment alone (base and adapter dropped) against before it was
+//       built, and the KV cache per token;
+//   [2] prefill and decode tokens/s at batch 1 and 8 through the Scheduler (in-process, continuous
+//       batching on its engine thread), next to model.step() called directly;
+//   [3] the same through HTTP over loopback (POST /v1/completions with token-id prompts, one client
+//       thread per request, non-streamed), i.e. what a client of `qaft serve` sees.
+// Prefill: B requests of P prompt tokens and max_tokens 1 (one step over B·P rows + one sample).
+// Decode: B requests of 16 prompt tokens, timed with max_tokens N and with max_tokens 1; the
+// difference is N−1 decode steps over the batch: decode tokens/s = B·(N−1) / (t_N − t_1).
+// Greedy sampling over the tokenizer's 258 ids (a byte-level tokenizer: the bench model has no
+// trained one; sampling cost is the same order as for a full vocabulary argmax), EOS ignored.
+// Every figure is the best of its repetitions (the machine is shared).
+//   build/release/bench/bench_serve [--layers N] [--quick]
+#include "core/cpu_features.h"
+#include "core/log.h"
+#include "core/rng.h"
+#include "core/timer.h"
+#include "data/utf8.h"
+#include "infer/engine.h"
+#include "serve/metrics.h"
+#include "serve/scheduler.h"
+#include "serve/server.h"
+
+#include <fmt/format.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+#include <omp.h>
+
+#include <cstring>
+#include <string>
+#include <thread>
+
+using namespace qaft;
+using nlohmann::json;
+
+namespace {
+
+std::string config_json(int64_t layers) {
+  return fmt::format(
+      R"({{"model_type": "deepseek_v3", "vocab_size": 32000, "hidden_size": 1024, "num_hidden_layers": {},
+      "intermediate_size": 2816, "moe_intermediate_size": 256, "num_attention_heads": 16, "n_routed_experts": 64,
+      "num_experts_per_tok": 6, "n_shared_experts": 2, "n_group": 8, "topk_group": 4, "topk_method": "noaux_tc",
+      "scoring_func": "sigmoid", "norm_topk_prob": true, "routed_scaling_factor": 2.5, "first_k_dense_replace": 1,
+      "moe_layer_freq": 1, "q_lora_rank": 384, "kv_lora_rank": 256, "qk_nope_head_dim": 64, "qk_rope_head_dim": 32,
+      "v_head_dim": 64, "max_position_embeddings": 4096, "rope_theta": 10000.0, "rms_norm_eps": 1e-06}})",
+      layers);
+}
+
+// A byte-level tokenizer (256 byte tokens + <|im_end|>), for decoding the generated ids.
+Tokenizer byte_tokenizer() {
+  json vocab = json::object();
+  int extra = 0;
+  for (int b = 0; b < 256; ++b) {
+    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
+    std::string s;
+    utf8::append(s, printable ? static_cast<char32_t>(b) : static_cast<char32_t>(256 + extra++));
+    vocab[s] = b;
+  }
+  const json tj = {{"version", "1.0"},
+                   {"added_tokens", {{{"id", 256}, {"content", "<|im_end|>"}, {"special", true}}}},
+                   {"normalizer", nullptr},
+                   {"pre_tokenizer", {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", true}}},
+                   {"post_processor", nullptr},
+                   {"decoder", {{"type", "ByteLevel"}}},
+                   {"model", {{"type", "BPE"}, {"vocab", vocab}, {"merges", json::array()}}}};
+  return Tokenizer::from_json(tj.dump(), R"({"eos_token": "<|im_end|>"})", "bench bytes");
+}
+
+std::vector<int32_t> tokens(int64_t n, int64_t vocab, uint64_t seed) {
+  std::vector<int32_t> t(static_cast<size_t>(n));
+  const CounterRng rng(seed, 1);
+  for (int64_t i = 0; i < n; ++i) t[static_cast<size_t>(i)] = static_cast<int32_t>(rng.u32(static_cast<uint64_t>(i)) % vocab);
+  return t;
+}
+
+template <typename F>
+double best_of(int reps, F&& f) {
+  double best = 1e300;
+  for (int i = 0; i < reps; ++i) {
+    Timer t;
+    f();
+    best = std::min(best, t.seconds());
+  }
+  return best;
+}
+
+double mib(int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
+
+// One way to run B requests of (prompt, max_tokens) to the end: through the scheduler or HTTP.
+using RunBatch = std::function<void(const std::vector<std::vector<int32_t>>& prompts, int64_t max_tokens)>;
+
+struct Figures {
+  double prefill = 0;  // tokens/s
+  double decode = 0;   // tokens/s
+};
+
+Figures measure(const RunBatch& run, int64_t batch, int64_t prompt_len, int64_t decode_steps, int64_t vocab, int reps) {
+  std::vector<std::vector<int32_t>> long_prompts, short_prompts;
+  for (int64_t b = 0; b < batch; ++b) {
+    long_prompts.push_back(tokens(prompt_len, vocab, static_cast<uint64_t>(b)));
+    short_prompts.push_back(tokens(16, vocab, static_cast<uint64_t>(100 + b)));
+  }
+  run(short_prompts, 2);  // warm-up
+  Figures f;
+  f.prefill = static_cast<double>(batch * prompt_len) / best_of(reps, [&] { run(long_prompts, 1); });
+  const double t1 = best_of(reps, [&] { run(short_prompts, 1); });
+  const double tn = best_of(reps, [&] { run(short_prompts, decode_steps + 1); });
+  f.decode = static_cast<double>(batch * decode_steps) / std::max(tn - t1, 1e-9);
+  return f;
+}
+
+void print_row(const char* path, int64_t batch, const Figures& f) {
+  std::printf("  %-22s batch %2lld: prefill %8.0f tokens/s   decode %7.1f tokens/s\n", path, static_cast<long long>(batch),
+              f.prefill, f.decode);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int64_t layers = 4;
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--layers") && i + 1 < argc) layers = std::atoll(argv[++i]);
+    else if (!std::strcmp(argv[i], "--quick")) quick = true;
+  }
+  log_set_level(LogLevel::kWarn);
+  const int reps = quick ? 1 : 3;
+  const int64_t prompt_len = quick ? 64 : 256, decode_steps = quick ? 8 : 32;
+  const ModelConfig c = model_config_from_json(config_json(layers), "bench config");
+  std::printf("bench_serve: deepseek_v3 bench shape, %lld layers, %.1f M parameters (%.1f M active), %d threads, %s\n",
+              static_cast<long long>(layers), static_cast<double>(parameter_count(c)) * 1e-6,
+              static_cast<double>(active_parameter_count(c)) * 1e-6, omp_get_max_threads(), cpu_features().summary().c_str());
+
+  // [1] Live merge and memory.
+  const int64_t rss_before = resident_memory_bytes();
+  std::unique_ptr<Deployment> deployment;
+  {
+    BaseModel base;
+    {
+      ParamStore<float> params(model_param_specs(c));
+      init_params_random(params, 1, 0.02, true);
+      base = freeze_base_model(std::move(params), BaseFormat::kFp8);
+    }
+    PeftAdapter adapter;
+    adapter.config.rank = 16;
+    adapter.config.alpha = 32;
+    adapter.targets = resolve_lora_targets(c, adapter.config);
+    adapter.params = ParamStore<float>(lora_param_specs(adapter.targets));
+    CounterRng(3, 0).fill_normal(adapter.params.data(), adapter.params.size(), 0.0f, 0.01f);
+    const int64_t base_bytes = base.frozen.bytes() + base.params.size() * 4;
+    InferenceOptions o;  // FP8 W8A8, fp32 scales
+    InferenceModel model(c, base, &adapter, o);
+    const MergeReport& r = model.merge_report();
+    std::printf("\n[1] live merge (FP8 base %.0f MiB + LoRA r=16 on every linear -> FP8 E4M3 128x128): %.3f s for %lld "
+                "weights (%lld merged, %.2f ms each)\n",
+                mib(base_bytes), r.seconds, static_cast<long long>(r.linears), static_cast<long long>(r.merged),
+                1e3 * r.seconds / static_cast<double>(std::max<int64_t>(r.linears, 1)));
+    deployment = std::make_unique<Deployment>("bench", byte_tokenizer(), std::move(model));
+  }  // base and adapter dropped: the deployment owns its serving weights
+  const int64_t weight_bytes = deployment->model().weights().bytes();
+  const int64_t rss_after = resident_memory_bytes();
+  const int64_t kv_per_token = c.num_layers * (c.kv_lora_rank + c.qk_rope_head_dim) * 4;
+  std::printf("    deployment memory: serving weights %.1f MiB (ServingWeights::bytes), resident set %.1f MiB with the "
+              "deployment alone (%.1f MiB before it was built, +%.1f MiB), KV cache %.1f KiB per token (MLA latent, "
+              "%lld layers)\n",
+              mib(weight_bytes), mib(rss_after), mib(rss_before), mib(rss_after - rss_before),
+              static_cast<double>(kv_per_token) / 1024, static_cast<long long>(c.num_layers));
+
+  // [2] Engine directly, then the scheduler.
+  std::printf("\n[2] in-process (prompt %lld tokens for prefill; %lld decode steps after 16 prompt tokens)\n",
+              static_cast<long long>(prompt_len), static_cast<long long>(decode_steps));
+  InferenceModel& m = deployment->model();
+  const RunBatch engine = [&](const std::vector<std::vector<int32_t>>& prompts, int64_t max_tokens) {
+    std::vector<Sequence> seqs(prompts.size(), m.new_sequence());
+    std::vector<int32_t> next(prompts.size(), 1);
+    std::vector<StepRequest> reqs;
+    for (size_t b = 0; b < prompts.size(); ++b) reqs.push_back({&seqs[b], prompts[b], false});
+    m.step(reqs);
+    for (int64_t s = 1; s < max_tokens; ++s) {
+      for (size_t b = 0; b < prompts.size(); ++b) reqs[b] = {&seqs[b], std::span<const int32_t>(&next[b], 1), false};
+      m.step(reqs);
+    }
+  };
+  std::vector<std::pair<int64_t, Figures>> engine_rows;
+  for (int64_t batch : {int64_t{1}, int64_t{8}}) {
+    engine_rows.emplace_back(batch, measure(engine, batch, prompt_len, decode_steps, c.vocab_size, reps));
+    print_row("model.step() direct", batch, engine_rows.back().second);
+  }
+  {
+    Metrics metrics;
+    Scheduler sched(m, deployment->tokenizer(), {}, &metrics);
+    const RunBatch scheduled = [&](const std::vector<std::vector<int32_t>>& prompts, int64_t max_tokens) {
+      std::vector<std::shared_ptr<GenerationStream>> streams;
+      for (const auto& p : prompts) {
+        SamplingParams sp;
+        sp.temperature = 0;
+        sp.max_tokens = max_tokens;
+        streams.push_back(sched.submit(p, sp).stream);
+      }
+      for (auto& s : streams) s->wait();
+    };
+    for (int64_t batch : {int64_t{1}, int64_t{8}})
+      print_row("Scheduler", batch, measure(scheduled, batch, prompt_len, decode_steps, c.vocab_size, reps));
+  }
+
+  // [3] HTTP over loopback.
+  {
+    ServerOptions so;
+    so.port = 0;
+    HttpServer server(*deployment, so);
+    server.start();
+    const int port = server.port();
+    const RunBatch http = [&](const std::vector<std::vector<int32_t>>& prompts, int64_t max_tokens) {
+      std::vector<std::thread> clients;
+      for (const auto& p : prompts)
+        clients.emplace_back([&, p] {
+          httplib::Client cli("127.0.0.1", port);
+          cli.set_read_timeout(600, 0);
+          const json body = {{"prompt", p}, {"max_tokens", max_tokens}, {"temperature", 0}, {"ignore_eos", true}};
+          const auto r = cli.Post("/v1/completions", body.dump(), "application/json");
+          if (!r || r->status != 200) std::fprintf(stderr, "bench_serve: HTTP request failed\n");
+        });
+      for (auto& t : clients) t.join();
+    };
+    std::printf("\n[3] HTTP loopback (POST /v1/completions, one client thread per request)\n");
+    for (int64_t batch : {int64_t{1}, int64_t{8}})
+      print_row("HTTP /v1/completions", batch, measure(http, batch, prompt_len, decode_steps, c.vocab_size, reps));
+    std::printf("    resident set while serving: %.1f MiB\n", mib(resident_memory_bytes()));
+    server.shutdown();
+  }
+  return 0;
+}
