@@ -13,27 +13,13 @@ trap '[ -n "${KEEP:-}" ] || rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 q() { "$qaft" --log-level warn "$@"; }
 
-# A tokenizer with a ChatML template, and the model's config.json.
-mkdir -p "$tmp/tiny-model" "$tmp/tiny-data"
-for i in $(seq 1 300); do printf 'user assistant: question %d, answer %d. The wine is red and dry.\n' "$i" $((i * 3)); done > "$tmp/corpus.txt"
-q tokenizer train "$tmp/corpus.txt" --vocab-size 300 --output "$tmp/tiny-model" --special '<|im_start|>' --special '<|im_end|>' 2>/dev/null
-cat > "$tmp/tiny-model/config.json" <<'JSON'
-{"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3", "vocab_size": 320, "hidden_size": 64,
- "intermediate_size": 160, "moe_intermediate_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4,
- "num_key_value_heads": 4, "n_shared_experts": 1, "n_routed_experts": 16, "num_experts_per_tok": 4, "n_group": 4,
- "topk_group": 2, "topk_method": "noaux_tc", "scoring_func": "sigmoid", "norm_topk_prob": true,
- "routed_scaling_factor": 2.5, "first_k_dense_replace": 1, "moe_layer_freq": 1, "q_lora_rank": 48, "kv_lora_rank": 32,
- "qk_nope_head_dim": 16, "qk_rope_head_dim": 16, "v_head_dim": 24, "hidden_act": "silu", "max_position_embeddings": 4096,
- "rms_norm_eps": 1e-06, "rope_theta": 10000.0, "tie_word_embeddings": false, "bos_token_id": 0, "eos_token_id": 1}
-JSON
+# The tiny model directory (tests/cli_support/tiny_model.sh) and its data.
+source "$repo/tests/cli_support/tiny_model.sh"
+make_tiny_chat_model "$qaft" "$tmp/tiny-model"
+mkdir -p "$tmp/tiny-data"
 python3 - "$tmp" <<'PY'
 import json, random, sys
 t = sys.argv[1]
-p = t + "/tiny-model/tokenizer_config.json"
-c = json.load(open(p))
-c["chat_template"] = "{% for m in messages %}{{'<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>' + '\\n'}}{% endfor %}"
-c["eos_token"] = "<|im_end|>"
-json.dump(c, open(p, "w"))
 r = random.Random(0)
 colors = ["red", "white", "rose"]
 with open(t + "/tiny-data/text.jsonl", "w") as f:
