@@ -5,6 +5,7 @@
 #include "serve/openai_json.h"
 
 #include <httplib.h>
+#include <strings.h>
 
 #include <atomic>
 #include <cerrno>

@@ -15,6 +15,7 @@ cleanup() {
   [ -n "${KEEP:-}" ] || rm -rf "$tmp"
 }
 trap cleanup EXIT
+trap 'echo "FAIL: line $LINENO: $BASH_COMMAND (exit $?)" >&2' ERR
 fail() { echo "FAIL: $*" >&2; [ -f "$tmp/serve.log" ] && tail -n 20 "$tmp/serve.log" >&2; exit 1; }
 q() { "$qaft" --log-level warn "$@"; }
 
@@ -40,8 +41,10 @@ model="$tmp/runs/serve/model"
 port=""
 server=""
 start_server() {  # start_server ARGS... → $server (pid), $port
+  # Emptied here, before the child exists: the loop below must never read a previous server's port.
   : > "$tmp/serve.log"
-  "$qaft" serve "$@" > "$tmp/serve.out" 2> "$tmp/serve.log" &
+  : > "$tmp/serve.out"
+  "$qaft" serve "$@" >> "$tmp/serve.out" 2>> "$tmp/serve.log" &
   server=$!
   pids+=("$server")
   for _ in $(seq 1 300); do
