@@ -17,7 +17,8 @@
 //       (TrainerOptions::precision): step time and tokens/s as ratios to FP32.
 //
 //   build/release/bench/bench_train [--quick] [--threads N] [--layers L] [--json PATH]
-//     --quick      2 layers, T = 128 and 1 timed step per configuration (CI smoke test, < 1 minute)
+//     --quick      2 layers, T = 128 and 1 timed step per configuration (CI smoke test; about 30 s
+//                  on a quiet 2-core VM)
 //     --threads N  OpenMP threads of every step (default: min(2, available))
 //     --layers L   decoder layers of the bench model (default 4; the first is dense)
 //     --json PATH  also write the figures as JSON
@@ -154,6 +155,19 @@ bool reset_peak_rss() {
   return proc_status_bytes("VmHWM") <= proc_status_bytes("VmRSS") + (int64_t{4} << 20);
 }
 
+// Σ over this process's threads of the time spent runnable but waiting for a CPU, in seconds
+// (/proc/self/task/*/schedstat, second field): other load on a shared machine shows here.
+double runqueue_wait_s() {
+  double total = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task", ec)) {
+    std::ifstream f(e.path() / "schedstat");
+    int64_t cpu_ns = 0, wait_ns = 0;
+    if (f >> cpu_ns >> wait_ns) total += static_cast<double>(wait_ns) * 1e-9;
+  }
+  return total;
+}
+
 std::string loadavg() {
   std::ifstream f("/proc/loadavg");
   std::string a, b, c;
@@ -280,18 +294,23 @@ json run_child(const ChildArgs& a) {
   out["rss_built"] = proc_status_bytes("VmRSS");
   out["peak_reset"] = reset_peak_rss();
 
-  std::vector<double> secs, losses;
+  std::vector<double> secs, losses, waits;
   int64_t processed = 0, skipped = 0;
   for (int64_t i = 0; i < steps; ++i) {
+    const double w0 = runqueue_wait_s();
     const StepMetrics m = t->step();
+    const double w = runqueue_wait_s() - w0;
     losses.push_back(m.loss);
     skipped += m.skipped;
     if (i == 0) continue;  // warm-up
     secs.push_back(m.seconds);
+    waits.push_back(w / (m.seconds * a.threads));
     processed = m.processed_tokens;
   }
   out["step_s"] = secs;
+  out["runqueue_wait_share"] = waits;  // per timed step: run-queue wait / (step seconds × threads)
   out["median_s"] = median(secs);
+  out["max_runqueue_wait_share"] = *std::max_element(waits.begin(), waits.end());
   out["processed_tokens"] = processed;
   out["tokens_per_s"] = static_cast<double>(processed) / median(secs);
   out["losses"] = losses;
@@ -451,8 +470,8 @@ int main(int argc, char** argv) {
   const double ref_tps = ok(lora[0]) ? lora[0]["tokens_per_s"].get<double>() : 0;
   fmt::print("[1] LoRA step (rank {}, all-linear), {} threads: tokens/s = processed tokens / step seconds (median of {})\n",
              kLoraRank, threads, reps);
-  fmt::print("  {:22s} {:>9s} {:>9s} {:>8s} {:>20s}  {}\n", "configuration", "step s", "tokens/s", "vs bf16", "loss first..last",
-             "step times (s)");
+  fmt::print("  {:22s} {:>9s} {:>9s} {:>8s} {:>20s}  {:>7s}  {}\n", "configuration", "step s", "tokens/s", "vs bf16",
+             "loss first..last", "rq wait", "step times (s)");
   for (json& r : lora) {
     if (!ok(r)) {
       fmt::print("  {:22s} failed\n", r["label"].get<std::string>());
@@ -462,10 +481,12 @@ int main(int argc, char** argv) {
     r["ratio_to_bf16_qat_off"] = ref_tps > 0 ? tps / ref_tps : 0.0;
     std::string times;
     for (const auto& s : r["step_s"]) times += fmt::format("{}{:.2f}", times.empty() ? "" : " ", s.get<double>());
-    fmt::print("  {:22s} {:9.3f} {:9.0f} {:8.2f} {:9.4f}..{:<9.4f}  {}\n", r["label"].get<std::string>(),
+    fmt::print("  {:22s} {:9.3f} {:9.0f} {:8.2f} {:9.4f}..{:<9.4f}  {:6.1f}%  {}\n", r["label"].get<std::string>(),
                r["median_s"].get<double>(), tps, r["ratio_to_bf16_qat_off"].get<double>(), r["losses"].front().get<double>(),
-               r["losses"].back().get<double>(), times);
+               r["losses"].back().get<double>(), 100 * r["max_runqueue_wait_share"].get<double>(), times);
   }
+  fmt::print("  rq wait: the most, over the timed steps, of the threads' time runnable but waiting for a CPU / (step\n"
+             "  time x threads); more than a few % means other load on the machine disturbed the row\n");
 
   // ---- [2] Memory.
   const double base_mb = ok(empty) ? mb(empty["hwm"]) : 0;
@@ -499,17 +520,20 @@ int main(int argc, char** argv) {
   // ---- [3] Full training precisions.
   const double ref_s = ok(full[0]) ? full[0]["median_s"].get<double>() : 0;
   fmt::print("\n[3] full-parameter training step, {} threads (median of {}), GEMM operand precision vs fp32\n", threads, reps);
-  fmt::print("  {:22s} {:>9s} {:>9s} {:>14s} {:>20s}\n", "configuration", "step s", "tokens/s", "time vs fp32",
-             "loss first..last");
+  fmt::print("  {:22s} {:>9s} {:>9s} {:>14s} {:>20s}  {:>7s}  {}\n", "configuration", "step s", "tokens/s",
+             "time vs fp32", "loss first..last", "rq wait", "step times (s)");
   for (json& r : full) {
     if (!ok(r)) {
       fmt::print("  {:22s} failed\n", r["label"].get<std::string>());
       continue;
     }
     r["time_ratio_to_fp32"] = ref_s > 0 ? r["median_s"].get<double>() / ref_s : 0.0;
-    fmt::print("  {:22s} {:9.3f} {:9.0f} {:14.2f} {:9.4f}..{:<9.4f}\n", r["label"].get<std::string>(),
+    std::string times;
+    for (const auto& s : r["step_s"]) times += fmt::format("{}{:.2f}", times.empty() ? "" : " ", s.get<double>());
+    fmt::print("  {:22s} {:9.3f} {:9.0f} {:14.2f} {:9.4f}..{:<9.4f}  {:6.1f}%  {}\n", r["label"].get<std::string>(),
                r["median_s"].get<double>(), r["tokens_per_s"].get<double>(), r["time_ratio_to_fp32"].get<double>(),
-               r["losses"].front().get<double>(), r["losses"].back().get<double>());
+               r["losses"].front().get<double>(), r["losses"].back().get<double>(),
+               100 * r["max_runqueue_wait_share"].get<double>(), times);
   }
   fmt::print("\nload average now {}; bench wall time {:.0f} s\n", loadavg(), wall.seconds());
   std::fflush(stdout);
