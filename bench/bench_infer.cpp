@@ -7,6 +7,7 @@
 //     8, 256 rows);
 //   - prefill and decode tokens/s at batch 1 and 8 for FP8 (W8A8), BF16 and F32 serving.
 // Every figure is the best of 3 runs (the machine is shared). Usage: bench_infer [--layers N] [--quick]
+#include "bench_dsv3_config.h"
 #include "core/cpu_features.h"
 #include "core/rng.h"
 #include "core/timer.h"
@@ -23,16 +24,7 @@ using namespace qaft;
 
 namespace {
 
-std::string config_json(int64_t layers) {
-  return fmt::format(
-      R"({{"model_type": "deepseek_v3", "vocab_size": 32000, "hidden_size": 1024, "num_hidden_layers": {},
-      "intermediate_size": 2816, "moe_intermediate_size": 256, "num_attention_heads": 16, "n_routed_experts": 64,
-      "num_experts_per_tok": 6, "n_shared_experts": 2, "n_group": 8, "topk_group": 4, "topk_method": "noaux_tc",
-      "scoring_func": "sigmoid", "norm_topk_prob": true, "routed_scaling_factor": 2.5, "first_k_dense_replace": 1,
-      "moe_layer_freq": 1, "q_lora_rank": 384, "kv_lora_rank": 256, "qk_nope_head_dim": 64, "qk_rope_head_dim": 32,
-      "v_head_dim": 64, "max_position_embeddings": 4096, "rope_theta": 10000.0, "rms_norm_eps": 1e-06}})",
-      layers);
-}
+std::string config_json(int64_t layers) { return bench::bench_dsv3_config_json(32000, layers); }
 
 template <typename F>
 double best_of(int reps, F&& f) {

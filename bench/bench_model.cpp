@@ -40,6 +40,7 @@
 // The machines are shared: every figure is the best of its repetitions, and ratios are taken
 // between figures of the same run. About 2–3 minutes on a 2-core VM, a third of it in
 // init_params_random (single-threaded, not timed) and the reference-BLAS torch step.
+#include "bench_dsv3_config.h"
 #include "bench_util.h"
 #include "core/cpu_features.h"
 #include "core/rng.h"
@@ -86,45 +87,10 @@ struct BenchShape {
 // The bench config as (config.json key, JSON value) pairs: what the C++ side parses and what
 // make_tiny_model.py gets as --set overrides of its deepseek_v3 template, so both read one config.
 std::vector<std::pair<std::string, std::string>> bench_keys(const BenchShape& s) {
-  return {
-      {"vocab_size", std::to_string(s.vocab)},
-      {"hidden_size", "1024"},
-      {"num_hidden_layers", std::to_string(s.layers)},
-      {"intermediate_size", "2816"},
-      {"moe_intermediate_size", "256"},
-      {"num_attention_heads", "16"},
-      {"num_key_value_heads", "16"},
-      {"n_routed_experts", "64"},
-      {"num_experts_per_tok", "6"},
-      {"n_shared_experts", "2"},
-      {"n_group", "8"},
-      {"topk_group", "4"},
-      {"topk_method", "\"noaux_tc\""},
-      {"scoring_func", "\"sigmoid\""},
-      {"norm_topk_prob", "true"},
-      {"routed_scaling_factor", "2.5"},
-      {"first_k_dense_replace", "1"},
-      {"moe_layer_freq", "1"},
-      {"q_lora_rank", "384"},
-      {"kv_lora_rank", "256"},
-      {"qk_nope_head_dim", "64"},
-      {"qk_rope_head_dim", "32"},
-      {"v_head_dim", "64"},
-      {"max_position_embeddings", "4096"},
-      {"rope_theta", "10000.0"},
-      {"rope_scaling", "null"},
-      {"rms_norm_eps", "1e-06"},
-      {"tie_word_embeddings", "false"},
-      {"hidden_act", "\"silu\""},
-      {"num_nextn_predict_layers", "0"},
-  };
+  return bench::bench_dsv3_keys(s.vocab, s.layers);
 }
 
-std::string bench_config_json(const BenchShape& s) {
-  std::string j = "{\"model_type\": \"deepseek_v3\"";
-  for (const auto& [k, v] : bench_keys(s)) j += fmt::format(", \"{}\": {}", k, v);
-  return j + "}";
-}
+std::string bench_config_json(const BenchShape& s) { return bench::bench_dsv3_config_json(s.vocab, s.layers); }
 
 std::string describe(const ModelConfig& c, const BenchShape& s) {
   return fmt::format(

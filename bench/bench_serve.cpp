@@ -18,6 +18,7 @@
 // trained one; sampling cost is the same order as for a full vocabulary argmax), EOS ignored.
 // Every figure is the best of its rounds. Run with OMP_WAIT_POLICY=passive on a loaded machine.
 //   build/release/bench/bench_serve [--layers N] [--quick]
+#include "bench_dsv3_config.h"
 #include "core/cpu_features.h"
 #include "core/log.h"
 #include "core/rng.h"
@@ -42,16 +43,7 @@ using nlohmann::json;
 
 namespace {
 
-std::string config_json(int64_t layers) {
-  return fmt::format(
-      R"({{"model_type": "deepseek_v3", "vocab_size": 32000, "hidden_size": 1024, "num_hidden_layers": {},
-      "intermediate_size": 2816, "moe_intermediate_size": 256, "num_attention_heads": 16, "n_routed_experts": 64,
-      "num_experts_per_tok": 6, "n_shared_experts": 2, "n_group": 8, "topk_group": 4, "topk_method": "noaux_tc",
-      "scoring_func": "sigmoid", "norm_topk_prob": true, "routed_scaling_factor": 2.5, "first_k_dense_replace": 1,
-      "moe_layer_freq": 1, "q_lora_rank": 384, "kv_lora_rank": 256, "qk_nope_head_dim": 64, "qk_rope_head_dim": 32,
-      "v_head_dim": 64, "max_position_embeddings": 4096, "rope_theta": 10000.0, "rms_norm_eps": 1e-06}})",
-      layers);
-}
+std::string config_json(int64_t layers) { return bench::bench_dsv3_config_json(32000, layers); }
 
 // A byte-level tokenizer (256 byte tokens + <|im_end|>), for decoding the generated ids.
 Tokenizer byte_tokenizer() {

@@ -33,6 +33,7 @@
 // token rows of exactly T tokens (one example per row, every position but the last a target).
 // Every configuration runs 1 warm-up step and N timed steps (3, --quick 1); the median is reported.
 // The machines are shared: figures are comparable within one run only, hence the ratios.
+#include "bench_dsv3_config.h"
 #include "bench_util.h"
 #include "core/cpu_features.h"
 #include "core/rng.h"
@@ -67,7 +68,7 @@ using nlohmann::json;
 namespace {
 
 // ---------------------------------------------------------------------------------------------
-// The bench config: bench_model.cpp's bench_keys (keep the two in step), layers as given.
+// The bench config: bench_dsv3_config.h (shared with bench_model, bench_infer, bench_serve).
 
 struct BenchShape {
   int64_t layers = 4;
@@ -76,43 +77,7 @@ struct BenchShape {
   int64_t T = 256;
 };
 
-std::string bench_config_json(const BenchShape& s) {
-  const std::pair<const char*, std::string> keys[] = {
-      {"vocab_size", std::to_string(s.vocab)},
-      {"hidden_size", "1024"},
-      {"num_hidden_layers", std::to_string(s.layers)},
-      {"intermediate_size", "2816"},
-      {"moe_intermediate_size", "256"},
-      {"num_attention_heads", "16"},
-      {"num_key_value_heads", "16"},
-      {"n_routed_experts", "64"},
-      {"num_experts_per_tok", "6"},
-      {"n_shared_experts", "2"},
-      {"n_group", "8"},
-      {"topk_group", "4"},
-      {"topk_method", "\"noaux_tc\""},
-      {"scoring_func", "\"sigmoid\""},
-      {"norm_topk_prob", "true"},
-      {"routed_scaling_factor", "2.5"},
-      {"first_k_dense_replace", "1"},
-      {"moe_layer_freq", "1"},
-      {"q_lora_rank", "384"},
-      {"kv_lora_rank", "256"},
-      {"qk_nope_head_dim", "64"},
-      {"qk_rope_head_dim", "32"},
-      {"v_head_dim", "64"},
-      {"max_position_embeddings", "4096"},
-      {"rope_theta", "10000.0"},
-      {"rope_scaling", "null"},
-      {"rms_norm_eps", "1e-06"},
-      {"tie_word_embeddings", "false"},
-      {"hidden_act", "\"silu\""},
-      {"num_nextn_predict_layers", "0"},
-  };
-  std::string j = "{\"model_type\": \"deepseek_v3\"";
-  for (const auto& [k, v] : keys) j += fmt::format(", \"{}\": {}", k, v);
-  return j + "}";
-}
+std::string bench_config_json(const BenchShape& s) { return bench::bench_dsv3_config_json(s.vocab, s.layers); }
 
 std::string describe(const ModelConfig& c, const BenchShape& s) {
   return fmt::format(
