@@ -8,6 +8,7 @@
 #include "core/rng.h"
 #include "io/safetensors_index.h"
 #include "model/checkpoint.h"
+#include "temp_dir.h"
 #include "model_configs.h"
 #include "numerics/bf16.h"
 
@@ -23,21 +24,6 @@ using namespace qaft;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    path = fs::temp_directory_path() / ("qaft_frozen_" + std::to_string(::getpid()) + "_" + std::to_string(counter()++));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  static int& counter() {
-    static int c = 0;
-    return c;
-  }
-  std::string str() const { return path.string(); }
-};
 
 std::string config_json(const std::string& family) {
   for (auto& [name, json] : test::tiny_model_configs())
@@ -392,9 +378,9 @@ TEST(LoadBaseModel, Fp8CheckpointKeepsTheFileCodesAndScalesBitExactly) {
   ParamStore<float> p(model_param_specs(c));
   init_params_random(p, 13, 0.3, true);
   for (ScaleFormat sf : {ScaleFormat::kFp32, ScaleFormat::kUe8m0}) {
-    TempDir dir;
-    save_checkpoint(p, json, dir.str(), {CheckpointFormat::kFp8Block, sf, 0});
-    const ShardedCheckpoint ck = ShardedCheckpoint::open(dir.str());
+    test::TempDir dir;
+    save_checkpoint(p, json, dir.path().string(), {CheckpointFormat::kFp8Block, sf, 0});
+    const ShardedCheckpoint ck = ShardedCheckpoint::open(dir.path().string());
     const ParamStore<float> ref = load_params<float>(ck, c);
     const BaseModel m = load_base_model(ck, c, BaseFormat::kFp8);
     bool requantizing_would_differ = false;
@@ -439,9 +425,9 @@ TEST(LoadBaseModel, OtherSourcesAreFrozenFromTheLoadedValues) {
     ParamStore<float> p(model_param_specs(c));
     init_params_random(p, 14, 0.2, true);
     for (CheckpointFormat cf : {CheckpointFormat::kBF16, CheckpointFormat::kFp8Block}) {
-      TempDir dir;
-      save_checkpoint(p, json, dir.str(), {cf, ScaleFormat::kFp32, 0});
-      const ShardedCheckpoint ck = ShardedCheckpoint::open(dir.str());
+      test::TempDir dir;
+      save_checkpoint(p, json, dir.path().string(), {cf, ScaleFormat::kFp32, 0});
+      const ShardedCheckpoint ck = ShardedCheckpoint::open(dir.path().string());
       const ParamStore<float> ref = load_params<float>(ck, c);
       for (BaseFormat f : {BaseFormat::kF32, BaseFormat::kBf16, BaseFormat::kFp8, BaseFormat::kNf4}) {
         if (cf == CheckpointFormat::kFp8Block && f == BaseFormat::kFp8) continue;  // the test above
@@ -472,9 +458,9 @@ TEST(LoadBaseModel, ReportsTheSameProblemsAsLoadParams) {
   init_params_random(p, 15, 0.2, true);
   const ParamSpec& down = p.spec("model.layers.1.mlp.experts.down_proj");
   p.get(down.name)[3 * (down.numel() / down.experts) + 5] = NAN;  // expert 3
-  TempDir dir;
-  save_checkpoint(p, json, dir.str(), {CheckpointFormat::kFp8Block, ScaleFormat::kFp32, 0});
-  const std::string shard = dir.str() + "/" + ShardedWriter::shard_name(0, 1);
+  test::TempDir dir;
+  save_checkpoint(p, json, dir.path().string(), {CheckpointFormat::kFp8Block, ScaleFormat::kFp32, 0});
+  const std::string shard = dir.path().string() + "/" + ShardedWriter::shard_name(0, 1);
   const std::set<std::string> dropped = {"model.layers.0.self_attn.o_proj.weight",
                                          "model.layers.0.self_attn.o_proj.weight_scale_inv",
                                          "model.layers.2.mlp.experts.1.up_proj.weight_scale_inv"};
@@ -491,12 +477,12 @@ TEST(LoadBaseModel, ReportsTheSameProblemsAsLoadParams) {
     w.write(shard + ".new");
   }
   fs::rename(shard + ".new", shard);
-  SafetensorsIndex index = read_safetensors_index(dir.str() + "/model.safetensors.index.json");
+  SafetensorsIndex index = read_safetensors_index(dir.path().string() + "/model.safetensors.index.json");
   for (const std::string& name : dropped) index.weight_map.erase(name);
   index.weight_map["model.layers.0.mlp.extra.weight"] = ShardedWriter::shard_name(0, 1);
-  write_safetensors_index(dir.str() + "/model.safetensors.index.json", index);
+  write_safetensors_index(dir.path().string() + "/model.safetensors.index.json", index);
 
-  const ShardedCheckpoint ck = ShardedCheckpoint::open(dir.str());
+  const ShardedCheckpoint ck = ShardedCheckpoint::open(dir.path().string());
   std::string want;
   try {
     load_params<float>(ck, c);
