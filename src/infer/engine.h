@@ -12,7 +12,7 @@
 // requests at once, the attention per request over its own cache.
 //
 // Numerics (InferenceOptions): kFp8 serves E4M3 weights with 128×128 scales and (by default)
-// activations quantized per token in 1×128 tiles with FP32 accumulation per K block (fp8_linear.h);
+// activations quantized per token in 1×128 tiles with FP32 accumulation per K block (kernels/cpu/block_gemm.h);
 // with the adapter merged live it computes what the training-time QAT forward (Transformer with
 // QatConfig{enabled}) computes, up to rounding — which, with fp32 scales, can occasionally move an
 // activation sitting on an E4M3 rounding boundary to the next code (docs/infer.md has the parity

@@ -2,7 +2,7 @@
 // deployment's precision, with its forward over a batch of token rows (plain) or over the permuted
 // MoE layout (grouped).
 //
-//   kFp8  E4M3 codes + 128×128 scales (fp8_linear.h); the input is quantized per token in 1×128
+//   kFp8  E4M3 codes + 128×128 scales (kernels/cpu/block_gemm.h); the input is quantized per token in 1×128
 //         tiles when ServingNumerics::quantize_activations (W8A8, DeepSeek's fp8_gemm), else it
 //         multiplies the codes in fp32 (W8A16) — both with FP32 accumulation per 128-wide K block;
 //   kBf16 BF16 weights, fp32 activations, FP32 accumulation (the same kernel, scales 1);
@@ -10,7 +10,7 @@
 //         as the reference deployment without any quantization.
 #pragma once
 
-#include "infer/fp8_linear.h"
+#include "kernels/cpu/block_gemm.h"
 
 #include <string_view>
 #include <vector>

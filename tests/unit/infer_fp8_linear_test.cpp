@@ -1,4 +1,4 @@
-// The serving linear's block-scaled FP8 GEMM (infer/fp8_linear.h):
+// The serving linear's block-scaled FP8 GEMM (kernels/cpu/block_gemm.h):
 //   - it computes DeepSeek's fp8_gemm, Σ_kb (Σ_k code_a·code_w)·σ_a·σ_w, to within fp32 rounding of a
 //     float64 evaluation of that formula — full and partial 128-blocks, UE8M0 scales, BF16 weights,
 //     unquantized (W8A16) activations;
@@ -8,7 +8,7 @@
 //   - packing keeps codes and scales bit for bit; re-quantizing fake-quantized values reproduces them
 //     (the fixed point the live merge relies on); act_quant equals fake_quantize's 1×128 tiles.
 #include "core/rng.h"
-#include "infer/fp8_linear.h"
+#include "kernels/cpu/block_gemm.h"
 #include "kernels/ops.h"
 #include "numerics/bf16.h"
 

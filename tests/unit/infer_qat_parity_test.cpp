@@ -175,7 +175,7 @@ TEST(InferQatParity, Fp8EngineLogitsMatchTheQatTrainingForward) {
   // rounding boundary — W8A16 (no activation codes) or UE8M0 (power-of-two scales: the dequantized
   // operands are exact, so the products are the same numbers and most sums come out bitwise equal).
   // With fp32 scales and W8A8 every linear output differs from training's in its last bits (training
-  // rounds fl(code·σ) operands, see fp8_linear.h); an activation that sits within an ulp of an E4M3
+  // rounds fl(code·σ) operands, see kernels/cpu/block_gemm.h); an activation that sits within an ulp of an E4M3
   // rounding boundary then takes the other code, and a flipped code in a cached latent reaches every
   // later token, where the flips multiply (this random model is far more sensitive than a trained
   // one: FP8 against f32 moves it by KL ≈ 0.2 per token). The QAT forward is as sensitive to itself

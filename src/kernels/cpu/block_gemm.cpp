@@ -1,4 +1,4 @@
-#include "infer/fp8_linear.h"
+#include "kernels/cpu/block_gemm.h"
 
 #include "core/cpu_features.h"
 #include "core/error.h"
