@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "kernels/cpu/block_gemm.h"
 #include "kernels/ops.h"
 #include "model/frozen_weights.h"
 #include "numerics/bf16.h"
@@ -155,6 +156,64 @@ void materialized_mm(const LinearRef<T>& l, int64_t groups, const int64_t* off, 
   }
 }
 
+// The LoRA-QAT forward computed with the FP8 server's arithmetic (kernels/cpu/block_gemm.h): the
+// codes and scales of fake-quantizing the input (1×128) and the merged weight (128×128), multiplied
+// as DeepSeek's fp8_gemm does — per 128-wide K block a partial dot of codes in fp32, times both
+// scales, summed over the blocks. An fp32 GEMM over the dequantized operands gives the same products
+// but sums them in another order: the last bits differ, and an activation of a later layer that sits
+// on an E4M3 rounding boundary then rounds to a neighbouring code. With one arithmetic on both sides
+// the training-time evaluation is the server's forward (tests/unit/infer_qat_parity_test.cpp). The
+// backward is unchanged: straight-through over the same dequantized values.
+template <typename T>
+bool uses_server_gemm(const LinearNumerics& n) {
+  return std::is_same_v<T, float> && n.qat.enabled && n.precision == GemmPrecision::kExact;
+}
+
+// Group g's weight as the server holds it: an FP8-stored base without adapter keeps its stored codes
+// and scales (serving_weights.h); any other weight is the fake-quantized (merged) weight, which
+// quantizes again to exactly its own values.
+BlockWeight served_weight(const LinearRef<float>& l, int64_t g, std::vector<float>& scratch) {
+  const LinearNumerics& n = numerics_of(l);
+  const ScaleFormat sf = n.qat.weight_scale_format;
+  if (weight_rounding(l, n).kind == Rounding::kNone) {
+    const int64_t per_group = l.out * l.in;
+    const int64_t scales = ((l.out + kScaleBlock - 1) / kScaleBlock) * ((l.in + kScaleBlock - 1) / kScaleBlock);
+    return BlockWeight::from_e4m3(l.frozen->fp8_codes.data() + g * per_group, l.frozen->fp8_scales.data() + g * scales,
+                                  l.out, l.in, sf);
+  }
+  scratch.resize(sz(l.out * l.in));
+  effective_weight(l, g, scratch.data());
+  return BlockWeight::quantize_e4m3(scratch.data(), l.out, l.in, sf);
+}
+
+// y [rows, out] = the server's product of x [rows, in] with each group's served weight, built for at
+// most kMaxChunkGroups experts at a time; groups without rows are skipped.
+void server_gemm_forward(const LinearRef<float>& l, int64_t groups, const int64_t* off, const float* x, float* y) {
+  const LinearNumerics& n = numerics_of(l);
+  const int64_t chunk = std::clamp<int64_t>(kMaxChunkElements / std::max<int64_t>(l.out * l.in, 1), 1, kMaxChunkGroups);
+  std::vector<BlockWeight> w;
+  std::vector<int64_t> coff;  // offsets of the chunk's groups that have rows, from off[g0]
+  std::vector<float> scratch;
+  BlockActivations a;
+  for (int64_t g0 = 0; g0 < groups; g0 += chunk) {
+    const int64_t g1 = std::min(groups, g0 + chunk), rows = off[g1] - off[g0];
+    if (rows == 0) continue;
+    w.clear();
+    coff.assign(1, 0);
+    for (int64_t g = g0; g < g1; ++g) {
+      if (off[g + 1] == off[g]) continue;
+      w.push_back(served_weight(l, g, scratch));
+      coff.push_back(off[g + 1] - off[g0]);
+    }
+    const float* xg = x + off[g0] * l.in;
+    if (n.qat.quantize_activations) quantize_activations(xg, rows, l.in, n.qat.weight_scale_format, a);
+    else plain_activations(xg, rows, l.in, a);
+    float* yg = y + off[g0] * l.out;
+    if (w.size() == 1) block_gemm(a, w[0], yg);
+    else block_grouped_gemm(a, w, coff.data(), yg);
+  }
+}
+
 // The LoRA input with dropout (inverted scaling), as PEFT's lora_dropout: x [rows, in] → out.
 template <typename T>
 void apply_dropout(const LinearRef<T>& l, const LinearNumerics& n, const T* x, int64_t rows, T* out) {
@@ -182,6 +241,13 @@ template <typename T>
 void forward_impl(const LinearRef<T>& l, int64_t groups, const int64_t* off, const T* x, T* y) {
   const LinearNumerics& n = numerics_of(l);
   const int64_t R = off[groups], wsize = l.out * l.in;
+  if constexpr (std::is_same_v<T, float>) {
+    if (uses_server_gemm<T>(n)) {
+      server_gemm_forward(l, groups, off, x, y);
+      add_bias(l, R, y);
+      return;
+    }
+  }
   const Rounding xr = input_rounding(n);
   std::vector<T> xq;
   const T* xin = x;

@@ -9,6 +9,9 @@
 //   LoRA-QAT      (formats.md §7.3) y = Q_a(x) · Q_w(W0 + s·B·A)ᵀ: the merged weight, built per
 //                 expert (never all experts at once), fake-quantized to E4M3 in 128×128 blocks, the
 //                 input to E4M3 1×128 tiles; straight-through backward with detached scales.
+//                 The forward multiplies the codes as the FP8 server does (kernels/cpu/block_gemm.h:
+//                 per-128-K-block partial dots × both scales), so that evaluation during training
+//                 and the server compute the same numbers, not merely the same products.
 //                 Linears without an adapter get the same treatment of their base weight, because
 //                 the FP8 server quantizes every linear — except a base already stored in FP8,
 //                 whose stored codes are exactly what the server uses;

@@ -9,6 +9,7 @@
 //   - FP8 training: the forward and both backward GEMMs see E4M3 operands with DeepSeek's tiles.
 #include "core/error.h"
 #include "core/rng.h"
+#include "kernels/cpu/block_gemm.h"
 #include "kernels/ops.h"
 #include "model/linear.h"
 #include "numerics/bf16.h"
@@ -147,38 +148,57 @@ TEST(LinearLora, MergedEqualsUnmergedWithoutQuantization) {
   }
 }
 
-TEST(LinearLora, QatForwardEqualsTheReallyQuantizedMergedWeightBitForBit) {
+TEST(LinearLora, QatForwardIsTheServersBlockGemmOverTheRealCodesBitForBit) {
   for (int64_t G : {int64_t{0}, kG}) {
     for (ScaleFormat sf : {ScaleFormat::kFp32, ScaleFormat::kUe8m0}) {
-      Fixture<float> f(G);
-      f.numerics.qat = QatConfig{true, sf, true};
-      std::vector<float> y(kN * kOut);
-      f.forward(f.ref(), f.x.data(), y.data());
-      // What a server holds: E4M3 codes + 128×128 scales of each merged weight; activations
-      // quantized per token in 1×128 tiles at run time.
-      const QTensor xq = QTensor::from_float(f.x.data(), kN, kIn, ScaleRecipe::deepseek_activation(sf));
-      const std::vector<float> x_deq = xq.to_float();
-      // The same GEMM kernel the engine runs (gemm for one weight, grouped_gemm for experts) over
-      // the dequantized codes.
-      const std::vector<int64_t> off = f.offsets();
-      const int64_t groups = std::max<int64_t>(G, 1);
-      std::vector<float> w_deq(static_cast<size_t>(groups * kOut * kIn));
-      for (int64_t g = 0; g < groups; ++g) {
-        const std::vector<float> m = merged_weight(f, g);
-        const std::vector<float> deq = QTensor::from_float(m.data(), kOut, kIn, ScaleRecipe::deepseek_weight(sf)).to_float();
-        std::copy(deq.begin(), deq.end(), w_deq.begin() + g * kOut * kIn);
-        if (off[static_cast<size_t>(g + 1)] == off[static_cast<size_t>(g)]) continue;
-        std::vector<float> eff(static_cast<size_t>(kOut * kIn));
-        effective_weight(f.ref(), g, eff.data());
-        ASSERT_EQ(eff, deq) << "group " << g;
+      for (bool w8a8 : {true, false}) {
+        Fixture<float> f(G);
+        f.numerics.qat = QatConfig{true, sf, w8a8};
+        std::vector<float> y(kN * kOut);
+        f.forward(f.ref(), f.x.data(), y.data());
+        // What a server holds: E4M3 codes + 128×128 scales of each merged weight, quantized from
+        // W0 + s·B·A itself; activations quantized per token in 1×128 tiles at run time (W8A8) or
+        // kept in fp32 (W8A16). Multiplied by the serving kernel.
+        BlockActivations a;
+        if (w8a8) quantize_activations(f.x.data(), kN, kIn, sf, a);
+        else plain_activations(f.x.data(), kN, kIn, a);
+        const std::vector<int64_t> off = f.offsets();
+        const int64_t groups = std::max<int64_t>(G, 1);
+        std::vector<BlockWeight> served;
+        std::vector<float> w_deq(static_cast<size_t>(groups * kOut * kIn));
+        for (int64_t g = 0; g < groups; ++g) {
+          const std::vector<float> m = merged_weight(f, g);
+          served.push_back(BlockWeight::quantize_e4m3(m.data(), kOut, kIn, sf));
+          const std::vector<float> deq = served.back().to_float();
+          std::copy(deq.begin(), deq.end(), w_deq.begin() + g * kOut * kIn);
+          if (off[static_cast<size_t>(g + 1)] == off[static_cast<size_t>(g)]) continue;
+          std::vector<float> eff(static_cast<size_t>(kOut * kIn));
+          effective_weight(f.ref(), g, eff.data());  // the weight the backward sees
+          ASSERT_EQ(eff, deq) << "group " << g;
+        }
+        std::vector<float> want(kN * kOut);
+        if (G == 0) block_gemm(a, served[0], want.data());
+        else block_grouped_gemm(a, served, off.data(), want.data());
+        ASSERT_EQ(y, want) << "G=" << G << " " << scale_format_name(sf) << (w8a8 ? " W8A8" : " W8A16");
+
+        // An fp32 GEMM over the dequantized operands computes the same products, summed in another
+        // order: equal within a few fp32 roundings of Σ|products|.
+        const std::vector<float> x_deq = dequantize_activations(a);
+        std::vector<float> dense(kN * kOut), abs_sum(kN * kOut, 0.0f);
+        for (int64_t g = 0; g < groups; ++g)
+          for (int64_t r = off[static_cast<size_t>(g)]; r < off[static_cast<size_t>(g + 1)]; ++r)
+            for (int64_t o = 0; o < kOut; ++o) {
+              double d = 0, s = 0;
+              for (int64_t k = 0; k < kIn; ++k) {
+                const double p = double(x_deq[r * kIn + k]) * w_deq[(g * kOut + o) * kIn + k];
+                d += p, s += std::fabs(p);
+              }
+              dense[r * kOut + o] = static_cast<float>(d);
+              abs_sum[r * kOut + o] = static_cast<float>(s);
+            }
+        for (size_t i = 0; i < y.size(); ++i)
+          ASSERT_LE(std::fabs(y[i] - dense[i]), 8 * std::ldexp(1.0f, -24) * abs_sum[i] + 1e-30f) << i;
       }
-      std::vector<float> want(kN * kOut);
-      if (G == 0)
-        gemm<float>(Trans::kNo, Trans::kYes, kN, kOut, kIn, 1.0f, x_deq.data(), kIn, w_deq.data(), kIn, 0.0f, want.data(), kOut);
-      else
-        grouped_gemm<float>(Trans::kYes, G, off.data(), kOut, kIn, 1.0f, x_deq.data(), kIn, w_deq.data(), kOut * kIn, 0.0f,
-                            want.data(), kOut);
-      ASSERT_EQ(y, want) << "G=" << G << " " << scale_format_name(sf);
     }
   }
 }
