@@ -9,6 +9,7 @@
 #include "data/tokenizer.h"
 #include "infer/engine.h"
 #include "io/safetensors_index.h"
+#include "kernels/ops.h"
 #include "model/transformer.h"
 
 #include <fmt/format.h>
@@ -295,22 +296,32 @@ EvalReport evaluate_model(const EvalOptions& o) {
   }
   double nll_sum = 0, nll_sq = 0;
   // The training-time forward runs over packs of records (one row, a segment per record, positions
-  // restarting at 0): the same logits as one record at a time, with the QAT weights built once per pack.
+  // restarting at 0), with the QAT weights built once per pack. Each record starts at a multiple of
+  // the attention kernel's key tile (filler tokens of segment 0 between records), so that its keys
+  // fall into the same tiles as when it is alone: the logits are then those of one record at a
+  // time, bit for bit — and the engine's prefill computes exactly those (kernels/ops.h).
   const int64_t pack_tokens = std::min<int64_t>(config.max_position_embeddings, 2048);
+  auto aligned = [](int64_t t) { return (t + kAttentionKeyTile - 1) / kAttentionKeyTile * kAttentionKeyTile; };
   for (size_t first = 0; first < records.size();) {
     size_t last = first;
     int64_t T = 0;
-    while (last < records.size() && (last == first || T + static_cast<int64_t>(records[last].full.ids.size()) <= pack_tokens))
+    std::vector<int64_t> starts;  // each record's first row in the pack
+    while (last < records.size() &&
+           (last == first || aligned(T) + static_cast<int64_t>(records[last].full.ids.size()) <= pack_tokens)) {
+      T = aligned(T);
+      starts.push_back(T);
       T += static_cast<int64_t>(records[last++].full.ids.size());
+    }
     std::vector<float> ref;
     if (o.parity) {
-      std::vector<int32_t> ids, pos, seg;
+      std::vector<int32_t> ids(sz(T), 0), pos(sz(T), 0), seg(sz(T), 0);
       for (size_t i = first; i < last; ++i) {
         const auto& r = records[i].full.ids;
+        const int64_t s0 = starts[i - first];
         for (size_t t = 0; t < r.size(); ++t) {
-          ids.push_back(r[t]);
-          pos.push_back(static_cast<int32_t>(t));
-          seg.push_back(static_cast<int32_t>(i - first + 1));
+          ids[sz(s0) + t] = r[t];
+          pos[sz(s0) + t] = static_cast<int32_t>(t);
+          seg[sz(s0) + t] = static_cast<int32_t>(i - first + 1);
         }
       }
       ref.resize(sz(T * V));
@@ -318,9 +329,9 @@ EvalReport evaluate_model(const EvalOptions& o) {
       b.B = 1, b.T = T, b.ids = ids.data(), b.positions = pos.data(), b.segment = seg.data();
       reference->logits(b, ref.data());
     }
-    int64_t offset = 0;
     for (size_t i = first; i < last; ++i) {
       const Record& r = records[i];
+      const int64_t offset = starts[i - first];
       const auto n = static_cast<int64_t>(r.full.ids.size());
       Sequence seq = served.new_sequence();
       const std::vector<float> logits = served.prefill(seq, r.full.ids, true);  // [n, V]
@@ -345,7 +356,6 @@ EvalReport evaluate_model(const EvalOptions& o) {
           rep.vs_bf16.add(rp, logits.data(), n, V);
         }
       }
-      offset += n;
     }
     first = last;
   }

@@ -3,10 +3,10 @@
 //
 // A request contributes n queries at positions past, past + 1, …, past + n − 1; the cache holds the
 // keys and values of positions 0 … past + n − 1 (the new tokens' included). Query i attends to keys
-// [0, past + i]. Head h reads kv head h / (H / Hkv). Scores are fp32 dot products times `scale`,
-// the softmax is max-subtracted over all of a query's scores at once (no online rescaling; exp is
-// the kernels' exp_fast), the output the probability-weighted sum of values. Each (query, head) is
-// one work item; an item keeps its past + i + 1 scores in a per-thread buffer (O(T) memory).
+// [0, past + i]. Head h reads kv head h / (H / Hkv). The arithmetic is the training forward's
+// (kernels/ops.h attention_forward_rows: the same key tiles, online softmax and tile products), so a
+// query's output is bit for bit what the training forward computes for its position from the same
+// q, k and v — whether it arrives in one prefill, a chunk, or a decode step.
 //
 // The same kernel serves GQA (Hkv kv heads of width D), naive MLA (K = [k_nope | k_pe] per head,
 // Hkv = H) and absorbed MLA (one shared "kv head": keys [latent | k_pe], values = the latent;

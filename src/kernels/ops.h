@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 namespace qaft {
 
@@ -88,6 +89,35 @@ template <typename T>
 void attention_forward(const T* q, const T* k, const T* v, const int32_t* segment, int64_t B,
                        int64_t Tn, int64_t H, int64_t Hkv, int64_t Dqk, int64_t Dv, T scale, T* out,
                        T* lse);
+// The key tile of attention_forward: keys are processed in tiles [0, 64), [64, 128), … of their
+// row, and a query's result depends on where those boundaries fall (the online softmax rescales
+// per tile). Documents packed into one row give the logits of each document alone when each
+// starts at a multiple of this.
+inline constexpr int64_t kAttentionKeyTile = 64;
+
+// One sequence of attention_forward_rows: the queries at positions [q_begin, Tn) attend to the keys
+// and values of positions [0, Tn) (a serving engine's prefill chunk or decode step over its KV
+// cache). Row strides per position: query row i (position q_begin + i), head h at q + i·ldq + h·Dqk;
+// key / value of position t, kv head j at k + t·ldk + j·Dqk / v + t·ldv + j·Dv; output at
+// out + i·ldo + h·Dv (overwritten).
+struct AttentionRows {
+  const float* q = nullptr;
+  int64_t ldq = 0;
+  const float* k = nullptr;
+  int64_t ldk = 0;
+  const float* v = nullptr;
+  int64_t ldv = 0;
+  float* out = nullptr;
+  int64_t ldo = 0;
+  int64_t Tn = 0;       // positions with keys
+  int64_t q_begin = 0;  // position of the first query
+};
+// attention_forward's arithmetic for some query positions of each sequence: every query's output
+// is, bit for bit, what attention_forward computes for it over the whole sequence (the training
+// forward), whatever q_begin is. Parallel over (sequence, kv head, query tile); no lse.
+void attention_forward_rows(std::span<const AttentionRows> seqs, int64_t H, int64_t Hkv, int64_t Dqk, int64_t Dv,
+                            float scale);
+
 // dq, dk, dv are overwritten.
 template <typename T>
 void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* out,

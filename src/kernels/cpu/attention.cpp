@@ -33,6 +33,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <vector>
 
 #include <omp.h>
@@ -40,7 +41,7 @@
 namespace qaft {
 namespace {
 
-constexpr int64_t kBq = 64, kBk = 64;  // query and key tile sizes
+constexpr int64_t kBq = 64, kBk = kAttentionKeyTile;  // query and key tile sizes
 // Below this many multiply-adds a parallel region costs more than it saves (notably when the
 // machine is oversubscribed and waking a thread takes milliseconds).
 constexpr int64_t kParallelWork = int64_t{1} << 20;
@@ -54,11 +55,15 @@ struct Attn {
   int64_t B, Tn, H, Hkv, Dqk, Dv;
   T scale;
   int64_t Dqp, Dvp;  // padded widths of local tiles (B operands are read in whole register tiles)
+  // Row strides (per position) of q / out (which hold the queries at positions [q_begin, Tn) only)
+  // and of k / v (positions [0, Tn)). attention_forward: contiguous, q_begin = 0.
+  int64_t ldq, ldk, ldv, ldo, q_begin;
 
   int64_t group() const { return H / Hkv; }
-  const T* qrow(int64_t b, int64_t t, int64_t h) const { return q + ((b * Tn + t) * H + h) * Dqk; }
-  const T* krow(int64_t b, int64_t t, int64_t kh) const { return k + ((b * Tn + t) * Hkv + kh) * Dqk; }
-  const T* vrow(int64_t b, int64_t t, int64_t kh) const { return v + ((b * Tn + t) * Hkv + kh) * Dv; }
+  int64_t Tq() const { return Tn - q_begin; }  // query rows per sequence
+  const T* qrow(int64_t b, int64_t t, int64_t h) const { return q + (b * Tq() + t - q_begin) * ldq + h * Dqk; }
+  const T* krow(int64_t b, int64_t t, int64_t kh) const { return k + (b * Tn + t) * ldk + kh * Dqk; }
+  const T* vrow(int64_t b, int64_t t, int64_t kh) const { return v + (b * Tn + t) * ldv + kh * Dv; }
   // True when no query of [q0, q1) shares a segment id with a key of [k0, k1) (disjoint id ranges).
   bool disjoint(int64_t b, int64_t q0, int64_t q1, int64_t k0, int64_t k1) const {
     if (seg == nullptr) return false;
@@ -127,7 +132,11 @@ struct FwdBuffers {
         o(static_cast<size_t>(kBq * a.Dvp)), m(kBq), l(kBq), mx(kBq), keep(kBq) {}
 };
 
-// One (b, h, query tile): online softmax over the key tiles left of the causal limit. The score
+// One (b, h, query tile qi = the queries [q_begin + qi·kBq, +kBq)): online softmax over the key
+// tiles left of the causal limit. Key tiles always start at multiples of kBk and every query's
+// statistics and sums are its own (elementwise across queries, one column of each tile product),
+// so a query's result does not depend on which queries share its tile: attention_forward_rows
+// reproduces attention_forward's bits for any q_begin. The score
 // tile is kept transposed, Sᵀ[key, query] = K·Qᵀ, so that K is read in place as the row operand,
 // Qᵀ is transposed once per query tile, and the softmax statistics (max and sum over keys) are
 // elementwise operations across queries.
@@ -136,14 +145,14 @@ QAFT_INLINE void forward_item(const Attn<T>& a, int64_t b, int64_t h, int64_t qi
                               T* out, T* lse) {
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
   const int64_t kh = h / a.group();
-  const int64_t q0 = qi * kBq, q1 = std::min(q0 + kBq, a.Tn), nq = q1 - q0;
+  const int64_t q0 = a.q_begin + qi * kBq, q1 = std::min(q0 + kBq, a.Tn), nq = q1 - q0;
   T *qt = w.qt.data(), *st = w.st.data(), *o = w.o.data(), *m = w.m.data(), *l = w.l.data();
   T *mx = w.mx.data(), *keep = w.keep.data();
   load_cols<T>([&](int64_t t) { return a.qrow(b, t, h); }, q0, nq, a.Dqk, qt, kBq);
   std::fill(w.o.begin(), w.o.end(), T(0));
   std::fill(w.m.begin(), w.m.end(), kNegInf);
   std::fill(w.l.begin(), w.l.end(), T(0));
-  const int64_t ldk = a.Hkv * a.Dqk, ldv = a.Hkv * a.Dv;
+  const int64_t ldk = a.ldk, ldv = a.ldv;
   for (int64_t k0 = 0; k0 < q1; k0 += kBk) {
     const int64_t k1 = std::min(k0 + kBk, q1), nk = k1 - k0;
     if (a.disjoint(b, q0, q1, k0, k1)) continue;
@@ -189,10 +198,10 @@ QAFT_INLINE void forward_item(const Attn<T>& a, int64_t b, int64_t h, int64_t qi
     detail::tile_gemm<T, MR, NR, false>(nq, a.Dv, nk, T(1), st, kBq, vp, ldb, o, a.Dvp, true);
   }
   for (int64_t i = 0; i < nq; ++i) {
-    T* dst = out + ((b * a.Tn + q0 + i) * a.H + h) * a.Dv;
+    T* dst = out + (b * a.Tq() + q0 + i - a.q_begin) * a.ldo + h * a.Dv;
     const T inv = T(1) / l[i];
     for (int64_t e = 0; e < a.Dv; ++e) dst[e] = o[i * a.Dvp + e] * inv;
-    lse[(b * a.H + h) * a.Tn + q0 + i] = m[i] + std::log(l[i]);
+    if (lse) lse[(b * a.H + h) * a.Tn + q0 + i] = m[i] + std::log(l[i]);
   }
 }
 
@@ -326,7 +335,8 @@ Attn<T> make_attn(const T* q, const T* k, const T* v, const int32_t* segment, in
                   int64_t H, int64_t Hkv, int64_t Dqk, int64_t Dv, T scale, const char* fn) {
   QAFT_CHECK(B >= 0 && Tn >= 0 && Dqk > 0 && Dv > 0, "{}: B={} T={} Dqk={} Dv={}", fn, B, Tn, Dqk, Dv);
   QAFT_CHECK(H > 0 && Hkv > 0 && H % Hkv == 0, "{}: H={} must be a positive multiple of Hkv={}", fn, H, Hkv);
-  return Attn<T>{q, k, v, segment, B, Tn, H, Hkv, Dqk, Dv, scale, round_up(Dqk, 64), round_up(Dv, 64)};
+  return Attn<T>{q,     k,       v,         segment, B, Tn, H, Hkv, Dqk, Dv, scale, round_up(Dqk, 64), round_up(Dv, 64),
+                 H * Dqk, Hkv * Dqk, Hkv * Dv, H * Dv,  0};
 }
 
 }  // namespace
@@ -362,6 +372,44 @@ void attention_forward(const T* q, const T* k, const T* v, const int32_t* segmen
         forward_avx512(a, bk / Hkv, bk % Hkv, qa, qe, w, out, lse);
       else
         forward_portable(a, bk / Hkv, bk % Hkv, qa, qe, w, out, lse);
+    }
+  }
+}
+
+void attention_forward_rows(std::span<const AttentionRows> seqs, int64_t H, int64_t Hkv, int64_t Dqk, int64_t Dv,
+                            float scale) {
+  // Tasks: (sequence, kv head, query tile of kBq queries from the sequence's first query).
+  struct Task {
+    int64_t seq, kh, qi;
+  };
+  std::vector<Attn<float>> attn;
+  std::vector<Task> tasks;
+  int64_t work = 0;
+  for (const AttentionRows& r : seqs) {
+    QAFT_CHECK(r.q_begin >= 0 && r.q_begin <= r.Tn, "attention_forward_rows: queries from {} of {} positions",
+               r.q_begin, r.Tn);
+    Attn<float> a = make_attn<float>(r.q, r.k, r.v, nullptr, 1, r.Tn, H, Hkv, Dqk, Dv, scale, "attention_forward_rows");
+    a.ldq = r.ldq, a.ldk = r.ldk, a.ldv = r.ldv, a.ldo = r.ldo, a.q_begin = r.q_begin;
+    const auto s = static_cast<int64_t>(attn.size());
+    attn.push_back(a);
+    for (int64_t kh = 0; kh < Hkv; ++kh)
+      for (int64_t qi = 0; qi * kBq < a.Tq(); ++qi) tasks.push_back({s, kh, qi});
+    work += H * a.Tq() * r.Tn * (Dqk + Dv);
+  }
+  const auto n = static_cast<int64_t>(tasks.size());
+  const bool avx512 = cpu_features().has_avx512_codecs();
+#pragma omp parallel if (n > 1 && work > kParallelWork && !omp_in_parallel())
+  {
+    // Buffers sized for the widest call (every sequence shares H, Dqk, Dv).
+    std::optional<FwdBuffers<float>> w;
+    if (!attn.empty()) w.emplace(attn[0]);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t i = 0; i < n; ++i) {
+      const Task& t = tasks[static_cast<size_t>(i)];
+      const Attn<float>& a = attn[static_cast<size_t>(t.seq)];
+      float* out = seqs[static_cast<size_t>(t.seq)].out;
+      if (avx512) forward_avx512(a, 0, t.kh, t.qi, t.qi + 1, *w, out, nullptr);
+      else forward_portable(a, 0, t.kh, t.qi, t.qi + 1, *w, out, nullptr);
     }
   }
 }
