@@ -22,20 +22,19 @@ inline ModelConfig tiny_config(const std::string& family) {
   throw std::runtime_error("no config " + family);
 }
 
-// A DeepSeek-V3-shaped model large enough for several 128-blocks per weight and partial ones
-// (q_b 4·48 = 192 rows, kv_a 144 rows, kv_b 4·80 = 320 rows, inputs of 192 and 320).
-inline ModelConfig parity_config() {
-  return model_config_from_json(
-      R"({"model_type": "deepseek_v3", "vocab_size": 300, "hidden_size": 256, "intermediate_size": 320,
+// A DeepSeek-V3-shaped model (its config.json text) large enough for several 128-blocks per weight
+// and partial ones (q_b 4·48 = 192 rows, kv_a 144 rows, kv_b 4·80 = 320 rows, inputs of 192 and 320).
+inline std::string parity_config_json() {
+  return R"({"model_type": "deepseek_v3", "vocab_size": 300, "hidden_size": 256, "intermediate_size": 320,
         "moe_intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4, "n_routed_experts": 8,
         "n_shared_experts": 1, "num_experts_per_tok": 2, "n_group": 4, "topk_group": 2, "topk_method": "noaux_tc",
         "scoring_func": "sigmoid", "norm_topk_prob": true, "routed_scaling_factor": 2.5, "first_k_dense_replace": 1,
         "moe_layer_freq": 1, "q_lora_rank": 192, "kv_lora_rank": 128, "qk_nope_head_dim": 32, "qk_rope_head_dim": 16,
         "v_head_dim": 48, "rms_norm_eps": 1e-6, "max_position_embeddings": 256, "rope_theta": 10000,
         "rope_scaling": {"type": "yarn", "factor": 4, "original_max_position_embeddings": 64, "beta_fast": 32,
-        "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0}})",
-      "parity");
+        "beta_slow": 1, "mscale": 1.0, "mscale_all_dim": 1.0}})";
 }
+inline ModelConfig parity_config() { return model_config_from_json(parity_config_json(), "parity"); }
 
 inline ParamStore<float> random_params(const ModelConfig& c, uint64_t seed, double stddev) {
   ParamStore<float> p(model_param_specs(c));

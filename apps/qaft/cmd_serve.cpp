@@ -22,7 +22,7 @@ void on_serve_signal(int) { g_stop.store(true); }
 struct ServeArgs {
   ServeOptions options;
   std::string precision = "fp8";
-  std::string scale_format;  // "" = the adapter's, else fp32
+  std::string scale_format;  // "" = the adapter's, else the checkpoint's, else fp32
 };
 
 int run_serve(ServeArgs a) {
@@ -50,7 +50,7 @@ void register_serve(CLI::App& app, Action& run) {
   cmd->add_option("--precision", a->precision, "served weights: FP8 (E4M3, 128x128 scales) or BF16")
       ->check(CLI::IsMember({"fp8", "bf16"}))
       ->capture_default_str();
-  cmd->add_option("--scale-format", a->scale_format, "FP8 block scales (default: as the adapter was trained, else fp32)")
+  cmd->add_option("--scale-format", a->scale_format, "FP8 block scales (default: as the adapter was trained, else the checkpoint's scale_fmt, else fp32)")
       ->check(CLI::IsMember({"fp32", "ue8m0"}));
   cmd->add_option("--host", s.host, "address to bind (0.0.0.0 exposes the server to the network)")->capture_default_str();
   cmd->add_option("--port", s.port, "TCP port (0: any free port)")->check(CLI::Range(0, 65535))->capture_default_str();

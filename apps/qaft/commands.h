@@ -22,10 +22,11 @@ void register_dataset(CLI::App& app, Action& run);  // validate; create, list, g
 void register_train(CLI::App& app, Action& run);    // train CONFIG.yaml
 void register_eval(CLI::App& app, Action& run);     // eval MODEL_DIR --dataset FILE
 void register_serve(CLI::App& app, Action& run);    // serve MODEL_DIR (HTTP server)
+void register_export(CLI::App& app, Action& run);   // export MODEL_DIR --format fp8|bf16|peft --output DIR
 // The workspace ($QAFT_HOME, docs/workspace.md); `dataset create/list/get/delete` are registered
 // by register_dataset.
 void register_model_registry(CLI::App& app, Action& run);  // model register, list, get, delete
 void register_sftj(CLI::App& app, Action& run);            // sftj create, resume, list, get, delete
-void register_deployment(CLI::App& app, Action& run);      // deployment list, get, delete
+void register_deployment(CLI::App& app, Action& run);      // deployment create, stop, list, get, delete
 
 }  // namespace qaft::cli

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   qaft::cli::register_train(app, run);
   qaft::cli::register_eval(app, run);
   qaft::cli::register_serve(app, run);
+  qaft::cli::register_export(app, run);
   qaft::cli::register_model_registry(app, run);
   qaft::cli::register_sftj(app, run);
   qaft::cli::register_deployment(app, run);

@@ -52,6 +52,7 @@ class InferLinear {
   // The values group g computes with [out, in] (dequantized codes · scales, BF16 widened, or f32).
   std::vector<float> weight_values(int64_t g) const;
   const BlockWeight& block(int64_t g) const { return blocks_[static_cast<size_t>(g)]; }
+  const std::vector<float>& bias() const { return bias_; }  // [out], or empty
   int64_t bytes() const;
 
   // y [N, out] = x [N, in] · Wᵀ (+ b), overwritten. A plain linear only.

@@ -11,17 +11,25 @@
 
 namespace qaft {
 
-void save_checkpoint(const ParamStore<float>& params, const std::string& config_json, const std::string& dir,
-                     const CheckpointOptions& opt) {
-  nlohmann::json cfg = nlohmann::json::parse(config_json);
-  if (opt.format == CheckpointFormat::kFp8Block) {
+void set_checkpoint_format(nlohmann::json& cfg, CheckpointFormat format, ScaleFormat fp8_scale_format) {
+  if (format == CheckpointFormat::kFp8Block) {
     cfg["quantization_config"] = {{"activation_scheme", "dynamic"}, {"fmt", "e4m3"}, {"quant_method", "fp8"},
                                   {"weight_block_size", {128, 128}}};
-    if (opt.fp8_scale_format == ScaleFormat::kUe8m0) cfg["quantization_config"]["scale_fmt"] = "ue8m0";
+    if (fp8_scale_format == ScaleFormat::kUe8m0) cfg["quantization_config"]["scale_fmt"] = "ue8m0";
   } else {
     cfg.erase("quantization_config");
   }
-  cfg["torch_dtype"] = opt.format == CheckpointFormat::kF32 ? "float32" : "bfloat16";
+  cfg["torch_dtype"] = format == CheckpointFormat::kF32 ? "float32" : "bfloat16";
+}
+
+bool checkpoint_keeps_f32(std::string_view name) {
+  return name.ends_with("e_score_correction_bias") || name.ends_with(".bias");
+}
+
+void save_checkpoint(const ParamStore<float>& params, const std::string& config_json, const std::string& dir,
+                     const CheckpointOptions& opt) {
+  nlohmann::json cfg = nlohmann::json::parse(config_json);
+  set_checkpoint_format(cfg, opt.format, opt.fp8_scale_format);
   std::filesystem::create_directories(dir);
 
   // Buffers must outlive writer.write(); a deque keeps element addresses stable.
@@ -31,8 +39,7 @@ void save_checkpoint(const ParamStore<float>& params, const std::string& config_
   ShardedWriter shard_writer(opt.max_shard_bytes == 0 ? UINT64_MAX : opt.max_shard_bytes);
   auto add_tensor = [&](const std::string& name, const ParamSpec& spec, const float* data, std::vector<int64_t> shape,
                         int64_t n) {
-    const bool keep_f32 = opt.format == CheckpointFormat::kF32 || name.ends_with("e_score_correction_bias") ||
-                          name.ends_with(".bias");
+    const bool keep_f32 = opt.format == CheckpointFormat::kF32 || checkpoint_keeps_f32(name);
     if (opt.format == CheckpointFormat::kFp8Block && spec.fp8_in_checkpoint) {
       const ScaleRecipe recipe{Granularity::kBlock128x128, opt.fp8_scale_format, Fp8Format::kE4M3, 0.0f};
       auto& codes = bytes.emplace_back(static_cast<size_t>(n));

@@ -9,7 +9,10 @@
 #include "model/weights.h"
 #include "numerics/scale_recipe.h"
 
+#include <nlohmann/json_fwd.hpp>
+
 #include <string>
+#include <string_view>
 
 namespace qaft {
 
@@ -25,5 +28,16 @@ struct CheckpointOptions {
 // format) and the weights. Creates DIR if needed.
 void save_checkpoint(const ParamStore<float>& params, const std::string& config_json, const std::string& dir,
                      const CheckpointOptions& options);
+
+// The config.json of a checkpoint in `format` (shared by save_checkpoint and the serving export,
+// infer/export_checkpoint.h): kFp8Block sets DeepSeek's quantization_config {quant_method "fp8",
+// fmt "e4m3", activation_scheme "dynamic", weight_block_size [128, 128]} plus scale_fmt "ue8m0"
+// for power-of-two scales (as DeepSeek-V3.1); other formats remove it. torch_dtype becomes
+// "float32" (kF32) or "bfloat16".
+void set_checkpoint_format(nlohmann::json& config, CheckpointFormat format, ScaleFormat fp8_scale_format);
+
+// Tensors every checkpoint format keeps in F32: the router's e_score_correction_bias (formats.md
+// §1.7: F32 in DeepSeek's checkpoints) and linear biases.
+bool checkpoint_keeps_f32(std::string_view tensor_name);
 
 }  // namespace qaft

@@ -4,6 +4,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/timer.h"
+#include "infer/export_checkpoint.h"
 #include "io/safetensors_index.h"
 #include "model/config.h"
 #include "model/frozen_weights.h"
@@ -60,16 +61,21 @@ std::unique_ptr<Deployment> Deployment::load(const DeploymentOptions& o) {
   std::optional<PeftAdapter> adapter;
   if (!o.adapter_dir.empty()) adapter = load_peft_adapter(o.adapter_dir, config);
 
-  // The adapter's training numerics (peft_io.h "qaft"."training") pick the defaults it was tuned for.
+  // Defaults of the FP8 numerics, first found wins: the options; the adapter's training numerics
+  // (peft_io.h "qaft"."training": what it was tuned for); the checkpoint's config.json — its
+  // quantization_config.scale_fmt and, for a qaft export, the "qaft_serving" record of how it was
+  // served (infer/export_checkpoint.h); else fp32 scales, W8A8.
   const nlohmann::json training = adapter ? adapter->training : nlohmann::json();
   auto trained = [&](const char* key) { return training.is_object() && training.contains(key); };
+  const std::optional<ServingRecord> record = read_serving_record(o.model_dir);
   InferenceOptions io;
   io.precision = o.precision;
-  io.scale_format = o.scale_format                                                   ? *o.scale_format
-                    : trained("scale_format") && training["scale_format"] == "ue8m0" ? ScaleFormat::kUe8m0
-                                                                                     : ScaleFormat::kFp32;
+  const bool ue8m0 = trained("scale_format") ? training["scale_format"] == "ue8m0" : config.fp8_scale_ue8m0;
+  io.scale_format = o.scale_format ? *o.scale_format : ue8m0 ? ScaleFormat::kUe8m0 : ScaleFormat::kFp32;
   if (trained("quantize_activations") && training["quantize_activations"].is_boolean())
     io.quantize_activations = training["quantize_activations"].get<bool>();
+  else if (record)
+    io.quantize_activations = record->quantize_activations;
   const BaseFormat base_format = o.precision == Precision::kFp8    ? BaseFormat::kFp8
                                  : o.precision == Precision::kBf16 ? BaseFormat::kBf16
                                                                    : BaseFormat::kF32;

@@ -21,7 +21,10 @@ struct DeploymentOptions {
   std::string model_dir;                    // HF model directory
   std::string adapter_dir;                  // PEFT adapter directory ("" = the base alone)
   Precision precision = Precision::kFp8;    // kFp8: FP8 base (E4M3 + 128×128 scales); kBf16; kF32 (tests)
-  std::optional<ScaleFormat> scale_format;  // FP8 block scales; default: the adapter's training, else fp32
+  // FP8 block scales; default: the adapter's training, else config.json's quantization_config.scale_fmt
+  // ("ue8m0"), else fp32. Activation quantization (W8A8 / W8A16) follows the adapter's training, else
+  // the "qaft_serving" record of an exported checkpoint (infer/export_checkpoint.h), else W8A8.
+  std::optional<ScaleFormat> scale_format;
   std::string model_name;                   // the "model" clients name; default: the directory's name
 };
 
