@@ -140,17 +140,6 @@ int run_here(Workspace& ws, int64_t id, bool resume, bool json) {
   return r.train.completed ? kExitOk : kExitStopped;
 }
 
-const char* log_level_name(LogLevel l) {
-  switch (l) {
-    case LogLevel::kDebug: return "debug";
-    case LogLevel::kInfo: return "info";
-    case LogLevel::kWarn: return "warn";
-    case LogLevel::kError: return "error";
-    case LogLevel::kOff: return "off";
-  }
-  return "info";
-}
-
 // Starts `qaft sftj run-job ID [--resume]` in a new session with its output appended to the job's
 // log.txt, and waits until it has taken the job (recorded its pid) or ended.
 int run_detached(Workspace& ws, int64_t id, bool resume, bool json) {

@@ -43,4 +43,15 @@ void print_json(const nlohmann::json& j) {
   std::fflush(stdout);
 }
 
+const char* log_level_name(LogLevel level) {
+  switch (level) {
+    case LogLevel::kDebug: return "debug";
+    case LogLevel::kInfo: return "info";
+    case LogLevel::kWarn: return "warn";
+    case LogLevel::kError: return "error";
+    case LogLevel::kOff: return "off";
+  }
+  return "info";
+}
+
 }  // namespace qaft::cli

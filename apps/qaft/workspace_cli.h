@@ -4,6 +4,7 @@
 #pragma once
 
 #include "commands.h"
+#include "core/log.h"
 #include "registry/workspace.h"
 
 #include <nlohmann/json.hpp>
@@ -22,6 +23,9 @@ void print_table(const std::vector<std::string>& header, const std::vector<std::
 // "key           value" lines; pairs with an empty value are skipped.
 void print_fields(const std::vector<std::pair<std::string, std::string>>& fields);
 void print_json(const nlohmann::json& j);
+
+// "debug" | "info" | "warn" | "error" | "off": the --log-level a detached child process gets.
+const char* log_level_name(LogLevel level);
 
 // The dataset group's registry verbs: create, list, get, delete (cmd_dataset_registry.cpp).
 void add_dataset_registry_commands(CLI::App& dataset_group, Action& run);

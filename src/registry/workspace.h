@@ -5,7 +5,8 @@
 //   models/        reserved for models the workspace owns (base models stay where the user keeps them)
 //   jobs/<id>/     a fine-tuning job: its output (adapter/, metrics.jsonl, checkpoints/, summary.json),
 //                  log.txt (detached runs) and `lock` (held while its process runs, registry/job_lock.h)
-//   deployments/   `<name>.lock`, held by a deployment's server while it runs
+//   deployments/   `<name>.lock`, held by a deployment's server while it runs (its pid inside), and
+//                  `<name>.log`, the output of a detached server
 //
 // docs/workspace.md is the user's reference. Every write is one SQLite transaction (BEGIN
 // IMMEDIATE): checks and writes are atomic across processes, and a failure (full disk, read-only
@@ -17,6 +18,7 @@
 // is kIo.
 #pragma once
 
+#include "registry/job_lock.h"
 #include "registry/records.h"
 #include "registry/sqlite_db.h"
 
@@ -97,13 +99,33 @@ class Workspace {
   void delete_job(int64_t id, bool force);
 
   // ---- deployments (registry/workspace_deployments.cpp)
+  // A deployment's server holds deployment_lock_path(name) for its whole life (lock_deployment),
+  // and only the lock holder writes the row: record_deployment_start, mark_deployment_running,
+  // update_deployment.
   void add_deployment(const DeploymentRecord& record);  // kInvalidArgument: bad/taken name, unknown model
   std::optional<DeploymentRecord> find_deployment(std::string_view name);
   DeploymentRecord deployment(std::string_view name);  // unknown: kInvalidArgument listing the names
   std::vector<DeploymentRecord> deployments();         // by name
+  std::filesystem::path deployment_log_path(std::string_view name) const;  // deployments/<name>.log
+  // Takes the deployment's lock for this process and writes this process's pid into the lock file;
+  // nullopt when another server holds it. Throws kInvalidArgument for an invalid name, kIo when the
+  // file cannot be created.
+  std::optional<JobLock> lock_deployment(std::string_view name);
+  // The pid of the server holding the deployment's lock (as written by lock_deployment); nullopt
+  // when no process holds it; 0 when one does but its pid cannot be read.
+  std::optional<int64_t> deployment_server_pid(std::string_view name) const;
+  // Records a starting server (`record` with status starting and the server's pid), in one
+  // transaction: inserts the row, or replaces the row of an earlier deployment of that name — which
+  // has ended (stopped, failed or gone), since the caller holds the lock. Re-creating a name
+  // therefore needs no delete. Call while holding lock_deployment(record.name). kInvalidArgument:
+  // bad name, unknown model, a port outside 0..65535.
+  void record_deployment_start(const DeploymentRecord& record);
+  // The server listens: status running, its pid and the port it bound (the actual one for --port 0).
+  void mark_deployment_running(std::string_view name, int64_t pid, int64_t port);
   // Records the server's progress (status, pid, error).
   void update_deployment(std::string_view name, DeploymentStatus status, int64_t pid, const std::string& error);
-  // Removes the row. Refused while its server runs (its lock is held), unless `force`.
+  // Removes the row and the deployment's log. Refused while its server runs (its lock is held),
+  // unless `force`. The lock file stays (removing it could let two servers lock two different files).
   void delete_deployment(std::string_view name, bool force);
 
   Workspace(Workspace&&) noexcept = default;

@@ -1,6 +1,7 @@
 // The workspace registry (src/registry): SHA-256 against the FIPS vectors, names, the layout and
 // schema (WAL, foreign keys, user_version), every table's rows and refusals, lineage of a tuned
-// model, job liveness through the job lock, transactions that leave no partial row (a full
+// model, job liveness through the job lock, a deployment's life (lock, starting, running on its
+// port, stopped, re-created after a stop or a death), transactions that leave no partial row (a full
 // database, a failing configuration, a read-only connection), the sft job configuration, and two
 // processes writing one workspace at once (400 datasets + 400 jobs, integrity_check ok).
 #include "core/error.h"
@@ -274,6 +275,79 @@ TEST(Registry, Deployments) {
   expect_error([&] { ws.deployment("other"); }, ErrorKind::kInvalidArgument, "registered: serve1");
   ws.delete_model("base", true);  // --force takes the (dead) deployment with it
   EXPECT_EQ(count_rows(ws, "deployments"), 0);
+}
+
+// The life of a deployment as `qaft deployment create` drives it: the server takes the lock (its
+// pid inside), records itself as starting, then running on the port it bound, then stopped. A name
+// whose server has ended (stopped, or gone without a word) is re-created without a delete; a
+// refused start leaves the earlier row as it was.
+TEST(Registry, DeploymentLifecycle) {
+  test::TempDir tmp;
+  Workspace ws = Workspace::open(tmp.path());
+  ws.add_model(make_base("base"));
+  DeploymentRecord d;
+  d.name = "web";
+  d.model = "base";
+  d.precision = "fp8";
+  d.host = "127.0.0.1";
+  d.port = 0;  // --port 0: the bound port is recorded once it listens
+  d.pid = ::getpid();
+  d.status = DeploymentStatus::kStarting;
+
+  EXPECT_FALSE(ws.deployment_server_pid("web").has_value());
+  {
+    std::optional<JobLock> lock = ws.lock_deployment("web");
+    ASSERT_TRUE(lock);
+    EXPECT_FALSE(ws.lock_deployment("web")) << "a second server of the same name";
+    EXPECT_EQ(ws.deployment_server_pid("web"), ::getpid());
+    ws.record_deployment_start(d);
+    EXPECT_EQ(ws.deployment("web").status, DeploymentStatus::kStarting);
+    ws.mark_deployment_running("web", ::getpid(), 43210);
+    const DeploymentRecord running = ws.deployment("web");
+    EXPECT_EQ(running.status, DeploymentStatus::kRunning);
+    EXPECT_EQ(running.port, 43210);
+    EXPECT_EQ(running.pid, ::getpid());
+    ws.update_deployment("web", DeploymentStatus::kStopped, ::getpid(), "");
+  }
+  EXPECT_FALSE(ws.deployment_server_pid("web").has_value());
+  EXPECT_EQ(ws.deployment("web").status, DeploymentStatus::kStopped);
+
+  // Re-created after a clean stop: the row is replaced, not duplicated.
+  {
+    std::optional<JobLock> lock = ws.lock_deployment("web");
+    ASSERT_TRUE(lock);
+    d.port = 8001;
+    ws.record_deployment_start(d);
+    ws.mark_deployment_running("web", ::getpid(), 8001);
+  }  // the server dies without recording anything (kill -9)
+  const DeploymentRecord gone = ws.deployment("web");
+  EXPECT_EQ(gone.status, DeploymentStatus::kFailed);
+  EXPECT_EQ(gone.error, "the server process is gone");
+  EXPECT_EQ(count_rows(ws, "deployments"), 1);
+
+  // Re-created after it died; a refused start (unknown model) keeps the earlier row.
+  {
+    std::optional<JobLock> lock = ws.lock_deployment("web");
+    ASSERT_TRUE(lock);
+    DeploymentRecord bad = d;
+    bad.model = "nomodel";
+    expect_error([&] { ws.record_deployment_start(bad); }, ErrorKind::kInvalidArgument, "unknown model 'nomodel'");
+    EXPECT_EQ(ws.deployment("web").port, 8001);
+    d.port = 8002;
+    ws.record_deployment_start(d);
+    EXPECT_EQ(ws.deployment("web").status, DeploymentStatus::kStarting);
+    EXPECT_EQ(ws.deployment("web").port, 8002);
+    ws.update_deployment("web", DeploymentStatus::kFailed, ::getpid(), "cannot listen on http://127.0.0.1:8002");
+  }
+  EXPECT_EQ(ws.deployment("web").error, "cannot listen on http://127.0.0.1:8002");
+  EXPECT_EQ(count_rows(ws, "deployments"), 1);
+
+  expect_error([&] { ws.lock_deployment("../x"); }, ErrorKind::kInvalidArgument, "invalid deployment name");
+  expect_error([&] { ws.mark_deployment_running("nope", 1, 8000); }, ErrorKind::kInvalidArgument, "not in the registry");
+  std::ofstream(ws.deployment_log_path("web")) << "the server's output\n";
+  ws.delete_deployment("web", false);
+  EXPECT_FALSE(fs::exists(ws.deployment_log_path("web"))) << "delete removes the log";
+  EXPECT_EQ(ws.db().query_text("PRAGMA integrity_check"), "ok");
 }
 
 TEST(Registry, FullDatabaseLeavesNoPartialRow) {
