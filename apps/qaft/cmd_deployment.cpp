@@ -237,34 +237,13 @@ int start_detached(const CreateArgs& a) {
   if (ws.deployment_server_pid(name)) refuse_running(ws, name);
 
   const fs::path log = ws.deployment_log_path(name);
-  const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  QAFT_CHECK_HINT(fd >= 0, ErrorKind::kIo, "check that the workspace is writable", "cannot create {}: {}",
-                  log.string(), std::strerror(errno));
-  const off_t log_start = ::lseek(fd, 0, SEEK_END);
-  const std::string header = fmt::format("==== {} qaft deployment create {} (model '{}')\n", utc_now_iso8601(), name, a.model);
-  if (::write(fd, header.data(), header.size()) < 0) QAFT_LOG(kWarn, "cannot write to {}", log.string());
-  std::error_code ec;
-  const std::string exe = fs::read_symlink("/proc/self/exe", ec).string();
-  QAFT_CHECK_HINT(!ec, ErrorKind::kIo, "", "cannot find the qaft executable: {}", ec.message());
-  const std::vector<std::string> args = server_argv(a, name), env = server_env(a.server.api_key);
-  std::vector<char*> argv, envp;
-  for (const std::string& s : args) argv.push_back(const_cast<char*>(s.c_str()));
-  for (const std::string& s : env) envp.push_back(const_cast<char*>(s.c_str()));
-  argv.push_back(nullptr);
-  envp.push_back(nullptr);
-
-  const pid_t pid = ::fork();
-  QAFT_CHECK_HINT(pid >= 0, ErrorKind::kIo, "", "cannot start a background process: {}", std::strerror(errno));
-  if (pid == 0) {  // the child: only async-signal-safe calls until exec
-    ::setsid();
-    const int null_fd = ::open("/dev/null", O_RDONLY);
-    if (null_fd >= 0) ::dup2(null_fd, 0);
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    ::execve(exe.c_str(), argv.data(), envp.data());
-    ::_exit(127);
-  }
-  ::close(fd);
+  std::error_code size_ec;
+  const auto log_size = fs::file_size(log, size_ec);
+  const std::streamoff log_start = size_ec ? 0 : static_cast<std::streamoff>(log_size);
+  const std::vector<std::string> env = server_env(a.server.api_key);
+  const pid_t pid = start_background(
+      server_argv(a, name), &env, log,
+      fmt::format("==== {} qaft deployment create {} (model '{}')\n", utc_now_iso8601(), name, a.model));
 
   // Its failure: the error (and hint) it printed to its log, else how it ended.
   auto fail = [&](int exit_status) {

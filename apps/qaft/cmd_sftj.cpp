@@ -144,29 +144,9 @@ int run_here(Workspace& ws, int64_t id, bool resume, bool json) {
 // log.txt, and waits until it has taken the job (recorded its pid) or ended.
 int run_detached(Workspace& ws, int64_t id, bool resume, bool json) {
   const fs::path log = ws.job_dir(id) / "log.txt";
-  const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  QAFT_CHECK_HINT(fd >= 0, ErrorKind::kIo, "check that the workspace is writable", "cannot create {}: {}",
-                  log.string(), std::strerror(errno));
-  std::error_code ec;
-  const std::string exe = fs::read_symlink("/proc/self/exe", ec).string();
-  QAFT_CHECK_HINT(!ec, ErrorKind::kIo, "", "cannot find the qaft executable: {}", ec.message());
-  const std::string id_text = std::to_string(id);
-  std::vector<const char*> argv = {"qaft", "--log-level", log_level_name(log_level()), "sftj", "run-job", id_text.c_str()};
-  if (resume) argv.push_back("--resume");
-  argv.push_back(nullptr);
-
-  const pid_t pid = ::fork();
-  QAFT_CHECK_HINT(pid >= 0, ErrorKind::kIo, "", "cannot start a background process: {}", std::strerror(errno));
-  if (pid == 0) {  // the child: only async-signal-safe calls until exec
-    ::setsid();
-    const int null_fd = ::open("/dev/null", O_RDONLY);
-    if (null_fd >= 0) ::dup2(null_fd, 0);
-    ::dup2(fd, 1);
-    ::dup2(fd, 2);
-    ::execv(exe.c_str(), const_cast<char* const*>(argv.data()));
-    ::_exit(127);
-  }
-  ::close(fd);
+  std::vector<std::string> args = {"qaft", "--log-level", log_level_name(log_level()), "sftj", "run-job", std::to_string(id)};
+  if (resume) args.emplace_back("--resume");
+  const pid_t pid = start_background(args, nullptr, log);
 
   // Wait for the child to record itself (its pid) on the job, or to exit.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);

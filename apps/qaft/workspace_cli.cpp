@@ -1,6 +1,14 @@
 #include "workspace_cli.h"
 
+#include "core/error.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <fmt/format.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <algorithm>
 #include <cstdio>
@@ -52,6 +60,41 @@ const char* log_level_name(LogLevel level) {
     case LogLevel::kOff: return "off";
   }
   return "info";
+}
+
+pid_t start_background(const std::vector<std::string>& args, const std::vector<std::string>* env,
+                       const std::filesystem::path& log, const std::string& header) {
+  const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  QAFT_CHECK_HINT(fd >= 0, ErrorKind::kIo, "check that the workspace is writable", "cannot create {}: {}",
+                  log.string(), std::strerror(errno));
+  if (!header.empty() && ::write(fd, header.data(), header.size()) < 0)
+    QAFT_LOG(kWarn, "cannot write to {}", log.string());
+  std::error_code ec;
+  const std::string exe = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  if (ec) ::close(fd);
+  QAFT_CHECK_HINT(!ec, ErrorKind::kIo, "", "cannot find the qaft executable: {}", ec.message());
+  std::vector<char*> argv, envp;
+  for (const std::string& s : args) argv.push_back(const_cast<char*>(s.c_str()));
+  argv.push_back(nullptr);
+  if (env) {
+    for (const std::string& s : *env) envp.push_back(const_cast<char*>(s.c_str()));
+    envp.push_back(nullptr);
+  }
+  const pid_t pid = ::fork();
+  if (pid < 0) ::close(fd);
+  QAFT_CHECK_HINT(pid >= 0, ErrorKind::kIo, "", "cannot start a background process: {}", std::strerror(errno));
+  if (pid == 0) {  // the child: only async-signal-safe calls until exec
+    ::setsid();
+    const int null_fd = ::open("/dev/null", O_RDONLY);
+    if (null_fd >= 0) ::dup2(null_fd, 0);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    if (env) ::execve(exe.c_str(), argv.data(), envp.data());
+    else ::execv(exe.c_str(), argv.data());
+    ::_exit(127);
+  }
+  ::close(fd);
+  return pid;
 }
 
 }  // namespace qaft::cli

@@ -9,6 +9,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <sys/types.h>
+
+#include <filesystem>
+
 #include <string>
 #include <utility>
 #include <vector>
@@ -26,6 +30,13 @@ void print_json(const nlohmann::json& j);
 
 // "debug" | "info" | "warn" | "error" | "off": the --log-level a detached child process gets.
 const char* log_level_name(LogLevel level);
+
+// Starts this qaft executable with `args` (argv, "qaft" first) in a new session, stdin from
+// /dev/null, stdout and stderr appended to `log` (created when missing); `env` is its environment
+// (nullptr: this process's). Returns the child's pid; the caller waits for it (waitpid). Writes
+// `header` to the log first. Throws kIo when the log or the process cannot be created.
+pid_t start_background(const std::vector<std::string>& args, const std::vector<std::string>* env,
+                       const std::filesystem::path& log, const std::string& header = "");
 
 // The dataset group's registry verbs: create, list, get, delete (cmd_dataset_registry.cpp).
 void add_dataset_registry_commands(CLI::App& dataset_group, Action& run);

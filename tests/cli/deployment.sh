@@ -67,9 +67,7 @@ with open(sys.argv[1], "w") as f:
         f.write(json.dumps({"messages": [{"role": "user", "content": f"question {k}"},
                                          {"role": "assistant", "content": f"answer {k * 3}, the wine is red"}]}) + "\n")
 PY
-cp "$repo/configs/pretrain-tiny-fp8.yaml" "$tmp/"
-(cd "$tmp" && q train pretrain-tiny-fp8.yaml --set data.train=chat.jsonl --set data.eval= --set steps=2 \
-   --set output.dir=base-run >/dev/null) || fail "pretraining the tiny base model"
+pretrain_tiny_model "$qaft" "$tmp/tiny-model" "$tmp/chat.jsonl" 2 "$tmp/base-run" || fail "pretraining the tiny base model"
 q model register tiny "$tmp/base-run/model-fp8" >/dev/null
 q dataset create chat "$tmp/chat.jsonl" --model tiny >/dev/null
 q sftj create --base-model tiny --dataset chat --output-model tuned --steps 2 --seq-len 64 --batch-size 2 \

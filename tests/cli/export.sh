@@ -35,11 +35,9 @@ with open(t + "/tiny-data/chat.jsonl", "w") as f:
         f.write(json.dumps({"messages": [{"role": "user", "content": f"question {k}"},
                                          {"role": "assistant", "content": f"answer {k * 3}, the wine is red"}]}) + "\n")
 PY
-cp "$repo"/configs/pretrain-tiny-fp8.yaml "$repo"/configs/sft-tiny-qat-fp8.yaml "$tmp/"
+cp "$repo"/configs/sft-tiny-qat-fp8.yaml "$tmp/"
 cd "$tmp"  # relative --set paths resolve against the current directory
-q train pretrain-tiny-fp8.yaml --set data.train=tiny-data/text.jsonl --set data.eval=tiny-data/text.jsonl --set steps=3 \
-  --set eval.every=0 --set checkpoint.every=0 --set optim.schedule.warmup_steps=0 --set output.dir=runs/base >/dev/null \
-  || fail "pretraining the test model"
+pretrain_tiny_model "$qaft" tiny-model tiny-data/text.jsonl 3 runs/base || fail "pretraining the test model"
 base="$tmp/runs/base/model-fp8"
 q train sft-tiny-qat-fp8.yaml --set model.path="$base" --set data.train=tiny-data/chat.jsonl --set data.eval=tiny-data/chat.jsonl \
   --set steps=4 --set eval.every=0 --set eval.batches=1 --set checkpoint.every=0 --set optim.lr=5e-3 \

@@ -30,10 +30,7 @@ with open(t + "/tiny-data/text.jsonl", "w") as f:
     for k in range(100):
         f.write(json.dumps({"text": f"question {k}, answer {k * 3}. The wine is red and dry."}) + "\n")
 PY
-cp "$repo"/configs/pretrain-tiny-fp8.yaml "$tmp/"
-(cd "$tmp" && q train pretrain-tiny-fp8.yaml --set data.train=tiny-data/text.jsonl --set data.eval=tiny-data/text.jsonl \
-   --set steps=3 --set eval.every=0 --set checkpoint.every=0 --set optim.schedule.warmup_steps=0 \
-   --set output.dir=runs/serve >/dev/null) || fail "pretraining the test model"
+pretrain_tiny_model "$qaft" "$tmp/tiny-model" "$tmp/tiny-data/text.jsonl" 3 "$tmp/runs/serve" || fail "pretraining the test model"
 model="$tmp/runs/serve/model"
 [ -f "$model/tokenizer.json" ] || fail "no model directory"
 

@@ -54,9 +54,7 @@ for name, ks in (("train", range(0, 96)), ("eval", range(96, 120))):
             f.write(json.dumps({"messages": [{"role": "user", "content": f"question {k}"},
                                              {"role": "assistant", "content": f"answer {k * 3}, the wine is {colors[k % 3]}"}]}) + "\n")
 PY
-cp "$repo/configs/pretrain-tiny-fp8.yaml" "$tmp/"
-(cd "$tmp" && q train pretrain-tiny-fp8.yaml --set data.train=tiny-data/train.jsonl --set data.eval= --set steps=2 \
-   --set output.dir=base-run >/dev/null) || fail "pretraining the tiny base model"
+pretrain_tiny_model "$qaft" "$tmp/tiny-model" "$tmp/tiny-data/train.jsonl" 2 "$tmp/base-run" || fail "pretraining the tiny base model"
 base="$tmp/base-run/model-fp8"
 
 # ---- Models.

@@ -34,3 +34,18 @@ c["eos_token"] = "<|im_end|>"
 json.dump(c, open(p, "w"))
 PY
 }
+
+#   pretrain_tiny_model QAFT MODEL_DIR DATA_JSONL STEPS RUN_DIR
+#
+# Pretrains the tiny model of MODEL_DIR (made by make_tiny_chat_model) from scratch in FP8 for STEPS
+# steps on DATA_JSONL ({"text"} or chat records) with configs/pretrain-tiny-fp8.yaml, no evaluation
+# and no checkpoints. RUN_DIR receives the run: RUN_DIR/model (HF, F32, with the tokenizer) and
+# RUN_DIR/model-fp8 (DeepSeek's block-FP8 layout). Paths may be relative to the current directory.
+pretrain_tiny_model() {
+  local qaft="$1" model="$2" data="$3" steps="$4" run="$5"
+  local repo
+  repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+  "$qaft" --log-level warn train "$repo/configs/pretrain-tiny-fp8.yaml" --set model.config="$model/config.json" \
+    --set model.tokenizer="$model" --set data.train="$data" --set data.eval= --set steps="$steps" --set eval.every=0 \
+    --set checkpoint.every=0 --set optim.schedule.warmup_steps=0 --set output.dir="$run" >/dev/null
+}
