@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "serve/serve.h"
+#include "server_cli.h"
 #include "workspace_cli.h"
 
 #include <fcntl.h>
@@ -380,31 +381,12 @@ int run_delete(const DeploymentArgs& a) {
 
 // The options `create` and the hidden `run-server` share.
 void add_server_options(CLI::App* cmd, CreateArgs& a) {
-  ServerOptions& s = a.server;
   cmd->add_option("MODEL", a.model, "registered model (a tuned model is its base + its adapter, merged live)")
       ->required();
   cmd->add_option("--name", a.name, "deployment name (default: the model's name)");
   cmd->add_flag("--live-merge", a.live_merge, "merge the tuned model's LoRA adapter into the serving weights at load");
-  cmd->add_option("--precision", a.precision, "served weights: FP8 (E4M3, 128x128 scales) or BF16")
-      ->check(CLI::IsMember({"fp8", "bf16"}))
-      ->capture_default_str();
-  cmd->add_option("--scale-format", a.scale_format, "FP8 block scales (default: as the adapter was trained, else fp32)")
-      ->check(CLI::IsMember({"fp32", "ue8m0"}));
-  cmd->add_option("--host", s.host, "address to bind (0.0.0.0 exposes the server to the network)")->capture_default_str();
-  cmd->add_option("--port", s.port, "TCP port (0: any free port)")->check(CLI::Range(0, 65535))->capture_default_str();
-  cmd->add_option("--api-key", s.api_key, "require 'Authorization: Bearer KEY' on /v1/*")->envname("QAFT_API_KEY");
-  cmd->add_option("--max-body-bytes", s.max_body_bytes, "larger request bodies get 413")
-      ->check(CLI::Range(size_t{1}, size_t{1} << 34))
-      ->capture_default_str();
-  cmd->add_option("--max-concurrency", s.scheduler.max_concurrency, "sequences batched together at most")
-      ->check(CLI::Range(int64_t{1}, int64_t{4096}))
-      ->capture_default_str();
-  cmd->add_option("--max-queue", s.scheduler.max_queue, "requests waiting beyond --max-concurrency; more get 429")
-      ->check(CLI::Range(int64_t{0}, int64_t{4096}))
-      ->capture_default_str();
-  cmd->add_option("--shutdown-grace", s.shutdown_grace_seconds, "seconds running requests get to finish on stop")
-      ->check(CLI::Range(0.0, 3600.0))
-      ->capture_default_str();
+  add_precision_options(cmd, a.precision, a.scale_format);
+  add_http_server_options(cmd, a.server);
 }
 
 }  // namespace
