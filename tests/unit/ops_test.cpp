@@ -240,6 +240,51 @@ TEST(Attention, ForwardMatchesFullSoftmax) {
   }
 }
 
+TEST(Attention, RowsOfASequenceEqualTheWholeSequenceForwardBitForBit) {
+  // attention_forward_rows (the serving engine's core: a prefill chunk or a decode step over a KV
+  // cache) gives every query exactly what attention_forward computes for its position over the whole
+  // sequence — for any first query position (tile-aligned or not), strided rows (a cache with room
+  // for more positions), GQA, and several sequences at once.
+  const int64_t T = 150, H = 4, Hkv = 2, Dqk = 40, Dv = 24;
+  const float scale = 0.17f;
+  const auto q = randn<float>(T * H * Dqk, 71, 2.0), k = randn<float>(T * Hkv * Dqk, 72, 2.0);
+  const auto v = randn<float>(T * Hkv * Dv, 73);
+  std::vector<float> want(static_cast<size_t>(T * H * Dv)), lse(static_cast<size_t>(H * T));
+  attention_forward<float>(q.data(), k.data(), v.data(), nullptr, 1, T, H, Hkv, Dqk, Dv, scale, want.data(), lse.data());
+
+  // The cache: rows of stride ldk = Hkv·Dqk + 8 (padding), values with their own padding.
+  const int64_t ldk = Hkv * Dqk + 8, ldv = Hkv * Dv + 3, ldq = H * Dqk + 5, ldo = H * Dv + 2;
+  std::vector<float> kc(static_cast<size_t>(T * ldk), NAN), vc(static_cast<size_t>(T * ldv), NAN);
+  for (int64_t t = 0; t < T; ++t) {
+    std::copy_n(k.begin() + t * Hkv * Dqk, Hkv * Dqk, kc.begin() + t * ldk);
+    std::copy_n(v.begin() + t * Hkv * Dv, Hkv * Dv, vc.begin() + t * ldv);
+  }
+  // Three sequences sharing the cache: queries from 0 (a whole prefill), from 37 (a chunk starting
+  // mid-tile), and the last position alone (a decode step); each ends at its own length.
+  struct Case {
+    int64_t q_begin, Tn;
+  };
+  const std::vector<Case> cases = {{0, T}, {37, 101}, {T - 1, T}};
+  std::vector<std::vector<float>> qs, outs;
+  std::vector<AttentionRows> rows;
+  for (const Case& c : cases) {
+    const int64_t n = c.Tn - c.q_begin;
+    std::vector<float> qr(static_cast<size_t>(n * ldq), NAN);
+    for (int64_t i = 0; i < n; ++i) std::copy_n(q.begin() + (c.q_begin + i) * H * Dqk, H * Dqk, qr.begin() + i * ldq);
+    qs.push_back(std::move(qr));
+    outs.emplace_back(static_cast<size_t>(n * ldo), -1.0f);
+  }
+  for (size_t i = 0; i < cases.size(); ++i)
+    rows.push_back({qs[i].data(), ldq, kc.data(), ldk, vc.data(), ldv, outs[i].data(), ldo, cases[i].Tn, cases[i].q_begin});
+  attention_forward_rows(rows, H, Hkv, Dqk, Dv, scale);
+
+  for (size_t c = 0; c < cases.size(); ++c)
+    for (int64_t t = cases[c].q_begin; t < cases[c].Tn; ++t)
+      for (int64_t j = 0; j < H * Dv; ++j)
+        ASSERT_EQ(outs[c][static_cast<size_t>((t - cases[c].q_begin) * ldo + j)], want[static_cast<size_t>(t * H * Dv + j)])
+            << "sequence " << c << " position " << t << " element " << j;
+}
+
 TEST(SwiGlu, FloatMatchesFloat64IncludingSaturation) {
   auto g = randn<double>(1000, 51, 4.0);
   g[0] = 100, g[1] = -100, g[2] = 0, g[3] = 88, g[4] = -90;
