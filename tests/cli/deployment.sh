@@ -12,17 +12,7 @@
 #     stopped by SIGINT; `kill -9` reads as failed ("the server process is gone"); delete.
 # Usage: deployment.sh PATH/TO/qaft
 set -euo pipefail
-qaft="$(realpath "$1")"
-repo="$(cd "$(dirname "$0")/../.." && pwd)"
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  [ -n "${KEEP:-}" ] || rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-q() { "$qaft" --log-level warn "$@"; }
+source "$(dirname "$0")/../cli_support/common.sh"
 export QAFT_HOME="$tmp/home"
 export OMP_WAIT_POLICY=passive  # idle OpenMP threads sleep (tests share 2 cores)
 unset QAFT_API_KEY

@@ -7,18 +7,7 @@
 # (exit 2 for a bad command line or an existing output, 1 for an adapter of another model).
 # Usage: export.sh PATH/TO/qaft
 set -euo pipefail
-qaft="$(realpath "$1")"
-repo="$(cd "$(dirname "$0")/../.." && pwd)"
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -n "${KEEP:-}" ] || rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'echo "FAIL: line $LINENO: $BASH_COMMAND (exit $?)" >&2' ERR
-fail() { echo "FAIL: $*" >&2; [ -f "$tmp/serve.log" ] && tail -n 20 "$tmp/serve.log" >&2; exit 1; }
-q() { "$qaft" --log-level warn "$@"; }
+source "$(dirname "$0")/../cli_support/common.sh"
 
 # --- a tuned tiny model: FP8 pretraining (3 steps), then LoRA with FP8 QAT (4 steps) ------------
 source "$repo/tests/cli_support/tiny_model.sh"

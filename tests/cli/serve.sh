@@ -6,18 +6,7 @@
 # a port in use, a corrupt checkpoint and an adapter with unknown keys are clear errors (exit 1).
 # Usage: serve.sh PATH/TO/qaft
 set -euo pipefail
-qaft="$(realpath "$1")"
-repo="$(cd "$(dirname "$0")/../.." && pwd)"
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -n "${KEEP:-}" ] || rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'echo "FAIL: line $LINENO: $BASH_COMMAND (exit $?)" >&2' ERR
-fail() { echo "FAIL: $*" >&2; [ -f "$tmp/serve.log" ] && tail -n 20 "$tmp/serve.log" >&2; exit 1; }
-q() { "$qaft" --log-level warn "$@"; }
+source "$(dirname "$0")/../cli_support/common.sh"
 
 # --- a tiny model directory: tokenizer with a ChatML template + a few pretraining steps ---------
 source "$repo/tests/cli_support/tiny_model.sh"
