@@ -8,6 +8,7 @@
 //   - prefill and decode tokens/s at batch 1 and 8 for FP8 (W8A8), BF16 and F32 serving.
 // Every figure is the best of 3 runs (the machine is shared). Usage: bench_infer [--layers N] [--quick]
 #include "bench_dsv3_config.h"
+#include "bench_util.h"
 #include "core/cpu_features.h"
 #include "core/rng.h"
 #include "core/timer.h"
@@ -26,16 +27,8 @@ namespace {
 
 std::string config_json(int64_t layers) { return bench::bench_dsv3_config_json(32000, layers); }
 
-template <typename F>
-double best_of(int reps, F&& f) {
-  double best = 1e300;
-  for (int i = 0; i < reps; ++i) {
-    Timer t;
-    f();
-    best = std::min(best, t.seconds());
-  }
-  return best;
-}
+// Best of `reps` runs, no warm-up runs (bench_util.h).
+double best_of(int reps, const std::function<void()>& f) { return bench::bench_best_seconds(f, {0, reps}); }
 
 std::vector<int32_t> tokens(int64_t n, int64_t vocab, uint64_t seed) {
   std::vector<int32_t> t(static_cast<size_t>(n));

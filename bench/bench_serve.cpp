@@ -19,6 +19,7 @@
 // Every figure is the best of its rounds. Run with OMP_WAIT_POLICY=passive on a loaded machine.
 //   build/release/bench/bench_serve [--layers N] [--quick]
 #include "bench_dsv3_config.h"
+#include "bench_util.h"
 #include "core/cpu_features.h"
 #include "core/log.h"
 #include "core/rng.h"
@@ -72,16 +73,8 @@ std::vector<int32_t> tokens(int64_t n, int64_t vocab, uint64_t seed) {
   return t;
 }
 
-template <typename F>
-double best_of(int reps, F&& f) {
-  double best = 1e300;
-  for (int i = 0; i < reps; ++i) {
-    Timer t;
-    f();
-    best = std::min(best, t.seconds());
-  }
-  return best;
-}
+// Best of `reps` runs, no warm-up runs (bench_util.h).
+double best_of(int reps, const std::function<void()>& f) { return bench::bench_best_seconds(f, {0, reps}); }
 
 double mib(int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
 
