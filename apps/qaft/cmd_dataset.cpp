@@ -43,30 +43,9 @@ int run_validate(ValidateArgs a) {
   const DatasetStats s = scan_dataset(a.file, tok, tpl, a.options);
   const double epoch = s.epoch_seconds(a.tokens_per_second);
   if (a.json) {
-    nlohmann::json j;
+    nlohmann::json j = s.to_json();
     j["file"] = a.file;
     j["template"] = chat_format_name(tpl.format());
-    j["rows"] = s.rows;
-    j["valid_rows"] = s.valid_rows;
-    j["tokens"] = s.tokens;
-    j["trainable_tokens"] = s.trainable_tokens;
-    j["truncated"] = s.truncated;
-    j["max_example_tokens"] = s.max_example_tokens;
-    j["errors"] = s.errors;
-    j["stopped_early"] = s.stopped_early;
-    nlohmann::json counts = nlohmann::json::object();
-    for (size_t c = 0; c < s.error_counts.size(); ++c)
-      if (s.error_counts[c]) counts[data_error_class_name(static_cast<DataErrorClass>(c))] = s.error_counts[c];
-    j["error_counts"] = counts;
-    nlohmann::json first = nlohmann::json::array();
-    for (const DataError& e : s.first_errors)
-      first.push_back({{"line", e.line}, {"class", data_error_class_name(e.kind)}, {"message", e.message}});
-    j["first_errors"] = first;
-    nlohmann::json hist = nlohmann::json::array();
-    for (int k = 0; k < kLengthBuckets; ++k)
-      if (s.length_histogram[static_cast<size_t>(k)])
-        hist.push_back({{"max_tokens", int64_t{1} << k}, {"examples", s.length_histogram[static_cast<size_t>(k)]}});
-    j["length_histogram"] = hist;
     if (a.tokens_per_second > 0) j["epoch_seconds"] = epoch;
     std::fputs((j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n").c_str(), stdout);
   } else {

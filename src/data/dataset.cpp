@@ -295,4 +295,29 @@ DatasetStats scan_dataset(const std::filesystem::path& path, const Tokenizer& to
   return s;
 }
 
+nlohmann::json DatasetStats::to_json() const {
+  const DatasetStats& s = *this;
+  nlohmann::json j = {{"rows", s.rows},
+                      {"valid_rows", s.valid_rows},
+                      {"tokens", s.tokens},
+                      {"trainable_tokens", s.trainable_tokens},
+                      {"truncated", s.truncated},
+                      {"errors", s.errors},
+                      {"stopped_early", s.stopped_early},
+                      {"max_example_tokens", s.max_example_tokens}};
+  nlohmann::json counts = nlohmann::json::object();
+  for (size_t c = 0; c < s.error_counts.size(); ++c)
+    if (s.error_counts[c]) counts[data_error_class_name(static_cast<DataErrorClass>(c))] = s.error_counts[c];
+  j["error_counts"] = counts;
+  nlohmann::json first = nlohmann::json::array();
+  for (const DataError& e : s.first_errors)
+    first.push_back({{"line", e.line}, {"class", data_error_class_name(e.kind)}, {"message", e.message}});
+  j["first_errors"] = first;
+  nlohmann::json hist = nlohmann::json::array();
+  for (size_t k = 0; k < s.length_histogram.size(); ++k)
+    if (s.length_histogram[k]) hist.push_back({{"max_tokens", int64_t{1} << k}, {"examples", s.length_histogram[k]}});
+  j["length_histogram"] = hist;
+  return j;
+}
+
 }  // namespace qaft

@@ -6,6 +6,8 @@
 
 #include "data/chat_template.h"
 
+#include <nlohmann/json.hpp>
+
 #include <array>
 #include <cstdio>
 #include <cstdint>
@@ -92,6 +94,10 @@ struct DatasetStats {
   // processed tokens/s): every token of every example is processed once per epoch, padding or
   // packing overhead excluded. 0 when tokens_per_second <= 0.
   double epoch_seconds(double tokens_per_second) const;
+  // rows, valid_rows, tokens, trainable_tokens, truncated, errors, stopped_early, error_counts (per
+  // class name), first_errors, max_example_tokens, length_histogram (non-empty power-of-two buckets):
+  // what `qaft dataset validate --json` prints and the workspace records.
+  nlohmann::json to_json() const;
 };
 
 // Converts one parsed JSONL record to an example. Throws nothing; returns false and fills `error`

@@ -58,29 +58,6 @@ std::string copy_and_hash(const fs::path& from, const fs::path& to) {
 
 }  // namespace
 
-nlohmann::json dataset_stats_json(const DatasetStats& s) {
-  nlohmann::json j = {{"rows", s.rows},
-                      {"valid_rows", s.valid_rows},
-                      {"tokens", s.tokens},
-                      {"trainable_tokens", s.trainable_tokens},
-                      {"truncated", s.truncated},
-                      {"errors", s.errors},
-                      {"max_example_tokens", s.max_example_tokens}};
-  nlohmann::json counts = nlohmann::json::object();
-  for (size_t c = 0; c < s.error_counts.size(); ++c)
-    if (s.error_counts[c]) counts[data_error_class_name(static_cast<DataErrorClass>(c))] = s.error_counts[c];
-  j["error_counts"] = counts;
-  nlohmann::json first = nlohmann::json::array();
-  for (const DataError& e : s.first_errors)
-    first.push_back({{"line", e.line}, {"class", data_error_class_name(e.kind)}, {"message", e.message}});
-  j["first_errors"] = first;
-  nlohmann::json hist = nlohmann::json::array();
-  for (size_t k = 0; k < s.length_histogram.size(); ++k)
-    if (s.length_histogram[k]) hist.push_back({{"max_tokens", int64_t{1} << k}, {"examples", s.length_histogram[k]}});
-  j["length_histogram"] = hist;
-  return j;
-}
-
 DatasetImport import_dataset(Workspace& ws, const std::string& name, const fs::path& file, const fs::path& tokenizer_dir,
                              const std::string& tokenizer_label, const DatasetImportOptions& options) {
   validate_registry_name(name, "dataset");
@@ -123,7 +100,7 @@ DatasetImport import_dataset(Workspace& ws, const std::string& name, const fs::p
     r.rows = s.rows;
     r.tokens = s.tokens;
     r.created_at = utc_now_iso8601();
-    r.stats = dataset_stats_json(s);
+    r.stats = s.to_json();
     r.stats["tokenizer"] = tokenizer_label;
     r.stats["max_length"] = options.scan.max_length;
     r.stats["on_overflow"] = options.scan.on_overflow == OverflowPolicy::kTruncate ? "truncate" : "drop";

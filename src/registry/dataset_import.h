@@ -30,8 +30,5 @@ DatasetImport import_dataset(Workspace& ws, const std::string& name, const std::
                              const std::filesystem::path& tokenizer_dir, const std::string& tokenizer_label,
                              const DatasetImportOptions& options = {});
 
-// The statistics as JSON (rows, valid_rows, tokens, trainable_tokens, truncated, errors,
-// error_counts, max_example_tokens, length_histogram, first_errors), as recorded in the registry.
-nlohmann::json dataset_stats_json(const DatasetStats& stats);
 
 }  // namespace qaft
