@@ -247,20 +247,6 @@ StepTime time_steps(Transformer<float>& model, const BenchShape& s, const Tokens
 // ---------------------------------------------------------------------------------------------
 // The PyTorch side (bench/bench_model_torch.sh)
 
-struct CmdOut {
-  int status = -1;
-  std::string out;
-};
-CmdOut run_cmd(const std::string& cmd) {
-  CmdOut r;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, p)) r.out += buf;
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
 
 std::string line_after(const std::string& text, const std::string& tag) {
   size_t pos = 0;
@@ -293,7 +279,7 @@ struct TorchRun {
 TorchRun torch_time(const std::filesystem::path& script, const std::string& dir, const char* blas, int repeat,
                     int threads) {
   TorchRun r;
-  const CmdOut o = run_cmd(fmt::format("{} time {} {} {} {}", quote(script.string()), quote(dir), blas, repeat, threads));
+  const bench::CmdOut o = bench::run_cmd(fmt::format("{} time {} {} {} {}", quote(script.string()), quote(dir), blas, repeat, threads));
   r.blas = line_after(o.out, "blas: ");
   r.loss = line_after(o.out, "loss: ");
   const std::string t = line_after(o.out, "time: ");
@@ -548,7 +534,7 @@ int main(int argc, char** argv) {
       std::string sets;
       for (const auto& [k, v] : bench_keys(tshape)) sets += " " + quote(k + "=" + v);
       Timer tm;
-      const CmdOut made = run_cmd(fmt::format("{} make {}{}", quote(script->string()), quote(dir), sets));
+      const bench::CmdOut made = bench::run_cmd(fmt::format("{} make {}{}", quote(script->string()), quote(dir), sets));
       if (made.status != 0) {
         tr.note = fmt::format("skipped: make_tiny_model failed (exit {}): {}", made.status, made.out.substr(0, 400));
       } else {

@@ -290,27 +290,13 @@ json run_child(const ChildArgs& a) {
 // ---------------------------------------------------------------------------------------------
 // The parent: runs the children and reports.
 
-struct CmdOut {
-  int status = -1;
-  std::string out;
-};
-CmdOut run_cmd(const std::string& cmd) {
-  CmdOut r;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, p)) r.out += buf;
-  const int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
 
 constexpr const char* kResultTag = "BENCH_TRAIN_RESULT ";
 
 json spawn(const std::string& exe, const RunSpec& spec, const std::string& dir, const BenchShape& s, int threads,
            int reps) {
   Timer wall;
-  const CmdOut o = run_cmd(fmt::format("'{}' --child {} --dir '{}' --layers {} --B {} --T {} --threads {} --reps {}", exe,
+  const bench::CmdOut o = bench::run_cmd(fmt::format("'{}' --child {} --dir '{}' --layers {} --B {} --T {} --threads {} --reps {}", exe,
                                        spec.args(), dir, s.layers, s.B, s.T, threads, reps));
   const size_t at = o.out.find(kResultTag);
   json r;

@@ -13,6 +13,7 @@
 #include "core/timer.h"
 
 #include <omp.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -52,6 +53,22 @@ inline double bench_best_seconds(const std::function<void()>& fn, const BenchCon
     best = std::min(best, t.seconds());
   }
   return best;
+}
+
+// A shell command's exit code (-1 when it did not exit normally) and its stdout + stderr.
+struct CmdOut {
+  int status = -1;
+  std::string out;
+};
+inline CmdOut run_cmd(const std::string& cmd) {
+  CmdOut r;
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  while (std::fgets(buf, sizeof buf, p)) r.out += buf;
+  const int st = pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
 }
 
 // [begin, end) of thread t's share of [0, n) split evenly over nt threads.
