@@ -50,13 +50,7 @@ gone() { for _ in $(seq 1 100); do kill -0 "$1" 2>/dev/null || return 0; sleep 0
 # ---- A base model (the tiny model of tests/cli/train.sh, 2 FP8 pretraining steps) and a tuned one.
 source "$repo/tests/cli_support/tiny_model.sh"
 make_tiny_chat_model "$qaft" "$tmp/tiny-model" 512
-python3 - "$tmp/chat.jsonl" <<'PY'
-import json, sys
-with open(sys.argv[1], "w") as f:
-    for k in range(64):
-        f.write(json.dumps({"messages": [{"role": "user", "content": f"question {k}"},
-                                         {"role": "assistant", "content": f"answer {k * 3}, the wine is red"}]}) + "\n")
-PY
+write_tiny_chat_data "$tmp/chat.jsonl" 64
 pretrain_tiny_model "$qaft" "$tmp/tiny-model" "$tmp/chat.jsonl" 2 "$tmp/base-run" || fail "pretraining the tiny base model"
 q model register tiny "$tmp/base-run/model-fp8" >/dev/null
 q dataset create chat "$tmp/chat.jsonl" --model tiny >/dev/null

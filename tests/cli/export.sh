@@ -13,17 +13,8 @@ source "$(dirname "$0")/../cli_support/common.sh"
 source "$repo/tests/cli_support/tiny_model.sh"
 make_tiny_chat_model "$qaft" "$tmp/tiny-model" 512
 mkdir -p "$tmp/tiny-data"
-python3 - "$tmp" <<'PY'
-import json, sys
-t = sys.argv[1]
-with open(t + "/tiny-data/text.jsonl", "w") as f:
-    for k in range(100):
-        f.write(json.dumps({"text": f"question {k}, answer {k * 3}. The wine is red and dry."}) + "\n")
-with open(t + "/tiny-data/chat.jsonl", "w") as f:
-    for k in range(40):
-        f.write(json.dumps({"messages": [{"role": "user", "content": f"question {k}"},
-                                         {"role": "assistant", "content": f"answer {k * 3}, the wine is red"}]}) + "\n")
-PY
+write_tiny_text_data "$tmp/tiny-data/text.jsonl"
+write_tiny_chat_data "$tmp/tiny-data/chat.jsonl" 40
 cp "$repo"/configs/sft-tiny-qat-fp8.yaml "$tmp/"
 cd "$tmp"  # relative --set paths resolve against the current directory
 pretrain_tiny_model "$qaft" tiny-model tiny-data/text.jsonl 3 runs/base || fail "pretraining the test model"

@@ -12,13 +12,7 @@ source "$(dirname "$0")/../cli_support/common.sh"
 source "$repo/tests/cli_support/tiny_model.sh"
 make_tiny_chat_model "$qaft" "$tmp/tiny-model" 512
 mkdir -p "$tmp/tiny-data"
-python3 - "$tmp" <<'PY'
-import json, sys
-t = sys.argv[1]
-with open(t + "/tiny-data/text.jsonl", "w") as f:
-    for k in range(100):
-        f.write(json.dumps({"text": f"question {k}, answer {k * 3}. The wine is red and dry."}) + "\n")
-PY
+write_tiny_text_data "$tmp/tiny-data/text.jsonl"
 pretrain_tiny_model "$qaft" "$tmp/tiny-model" "$tmp/tiny-data/text.jsonl" 3 "$tmp/runs/serve" || fail "pretraining the test model"
 model="$tmp/runs/serve/model"
 [ -f "$model/tokenizer.json" ] || fail "no model directory"

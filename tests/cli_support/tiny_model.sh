@@ -49,3 +49,25 @@ pretrain_tiny_model() {
     --set model.tokenizer="$model" --set data.train="$data" --set data.eval= --set steps="$steps" --set eval.every=0 \
     --set checkpoint.every=0 --set optim.schedule.warmup_steps=0 --set output.dir="$run" >/dev/null
 }
+
+#   write_tiny_text_data FILE         100 {"text"} records ("question k, answer 3k. The wine is red and dry.")
+#   write_tiny_chat_data FILE N       N chat records (user "question k", assistant "answer 3k, the wine is red")
+#
+# The data the CLI tests pretrain and fine-tune the tiny model on.
+write_tiny_text_data() {
+  python3 - "$1" <<'PY'
+import json, sys
+with open(sys.argv[1], "w") as f:
+    for k in range(100):
+        f.write(json.dumps({"text": f"question {k}, answer {k * 3}. The wine is red and dry."}) + "\n")
+PY
+}
+write_tiny_chat_data() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+with open(sys.argv[1], "w") as f:
+    for k in range(int(sys.argv[2])):
+        f.write(json.dumps({"messages": [{"role": "user", "content": f"question {k}"},
+                                         {"role": "assistant", "content": f"answer {k * 3}, the wine is red"}]}) + "\n")
+PY
+}
